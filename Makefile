@@ -1,0 +1,33 @@
+# The two commands of README.md: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench samples clean
+
+demo: $(VENV)/.installed
+	$(BIN)/fusecli inspect samples/
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_losses.py
+	$(BIN)/python bench/bench_read.py
+
+# Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
+samples: $(VENV)/.installed
+	rm -rf samples.new && $(BIN)/fusecli synth ../shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr \
+	    --stacks 2 --procedural 1 --size 512x384 --seed 7 -o samples.new \
+	    && cp samples/README.md samples.new/ && rm -rf samples && mv samples.new samples
+
+# torch==2.13.0 first: on our machines that is the CPU build on disk (no multi-GB CUDA download);
+# everything after it then finds torch already satisfied.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+from fusecli.cli import main
+
+main()

@@ -1,0 +1,11 @@
+"""The one exception type for user errors.
+
+Library code raises :class:`FuseError` for anything a user can fix (a missing file, a bad stack,
+an unreadable image). Its message is one line that names the file and what is wrong. Only
+``fusecli.cli`` turns it into a printed message and an exit code; everything else is a bug and
+keeps its traceback.
+"""
+
+
+class FuseError(Exception):
+    """A user-facing error: one line naming the file (when there is one) and the problem."""

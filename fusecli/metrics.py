@@ -1,0 +1,179 @@
+"""Image-quality metrics that ``fusecli eval`` reports: PSNR, SSIM and MEF-SSIM.
+
+- :func:`psnr` and :func:`ssim` compare a fused image with its label (full reference). SSIM is
+  pytorch-msssim's (Gaussian window 11, sigma 1.5, K1 = 0.01, K2 = 0.03), not a copy of our own.
+- :func:`mef_ssim` scores a fused image against its input stack, with no label: the multi-exposure
+  fusion quality index of K. Ma, K. Zeng and Z. Wang, "Perceptual Quality Assessment for
+  Multi-Exposure Image Fusion", IEEE TIP 24(11), 2015, with the constants of the authors' release.
+
+All functions take tensors in [0, 1] on any device and return a 0-dim tensor (the mean over the
+batch) in the input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim as _msssim_ssim
+
+__all__ = ["psnr", "ssim", "mef_ssim", "PSNR_CAP_DB"]
+
+#: PSNR of a perfect prediction. Infinity is not valid JSON, so PSNR is capped here (documented).
+PSNR_CAP_DB = 100.0
+
+
+def _check_pair(y: torch.Tensor, y_star: torch.Tensor) -> None:
+    if y.ndim != 4 or y.shape != y_star.shape:
+        raise ValueError(
+            f"expected y and y_star of the same shape (B, C, H, W), got {tuple(y.shape)} and {tuple(y_star.shape)}"
+        )
+
+
+def psnr(y: torch.Tensor, y_star: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, per image then averaged, capped at ``PSNR_CAP_DB``.
+
+    y, y_star: (B, C, H, W) in [0, data_range] -> 0-dim tensor in [-inf, 100].
+    """
+    _check_pair(y, y_star)
+    acc = torch.promote_types(y.dtype, torch.float32)
+    mse = ((y.to(acc) - y_star.to(acc)) ** 2).flatten(1).mean(dim=1)
+    floor = data_range**2 * 10.0 ** (-PSNR_CAP_DB / 10.0)
+    value = 10.0 * torch.log10(data_range**2 / mse.clamp_min(floor))
+    return value.mean().to(y.dtype)
+
+
+def ssim(y: torch.Tensor, y_star: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity (pytorch-msssim, Gaussian window 11 / sigma 1.5), averaged over channels
+    and batch. y, y_star: (B, C, H, W) in [0, data_range], H, W >= 11 -> 0-dim tensor in [-1, 1].
+    """
+    _check_pair(y, y_star)
+    if min(y.shape[-2:]) < 11:
+        raise ValueError(f"ssim needs images of at least 11x11 pixels, got {tuple(y.shape[-2:])}")
+    acc = torch.promote_types(y.dtype, torch.float32)
+    value = _msssim_ssim(y.to(acc), y_star.to(acc), data_range=data_range, size_average=True)
+    return value.to(y.dtype)
+
+
+# --- MEF-SSIM -------------------------------------------------------------------------------------
+# Constants of the authors' release (MEF quality model v1.0, 2015), on the [0, 255] scale that it
+# works in: K = 0.03 (C = (K * 255)^2), 11x11 Gaussian window with sigma 1.5 for the SSIM statistics,
+# an 11x11 box window for each patch's mean and signal strength, 0.001 added to the signal strength,
+# 3 scales weighted (0.0448, 0.2856, 0.3001) / their sum, 2x2 mean downsampling between scales.
+_MEF_K = 0.03
+_MEF_WINDOW = 11
+_MEF_SIGMA = 1.5
+_MEF_SCALE_WEIGHTS = (0.0448, 0.2856, 0.3001)
+_MATLAB_EPS = 2.220446049250313e-16
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) -> (..., H, W): Rec.601 luma for C = 3 (as MATLAB's rgb2gray), else the channel mean."""
+    if x.shape[-3] == 3:
+        w = torch.tensor([0.2989, 0.5870, 0.1140], dtype=x.dtype, device=x.device)
+        return (x * w[:, None, None]).sum(dim=-3)
+    return x.mean(dim=-3)
+
+
+def _filter(t: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of every map of ``t`` (B, M, H, W) with ``kernel`` (w, w) -> (B, M, H-w+1, W-w+1)."""
+    b, m, h, w = t.shape
+    out = F.conv2d(t.reshape(b * m, 1, h, w), kernel[None, None])
+    return out.reshape(b, m, *out.shape[-2:])
+
+
+def _mef_ssim_single(x: torch.Tensor, f: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> torch.Tensor:
+    """One scale of MEF-SSIM. x: (B, K, H, W), f: (B, 1, H, W), both on the [0, 255] scale -> (B,)."""
+    k = x.shape[1]
+    n = box.numel()
+    wsize = box.shape[0]
+    c = (_MEF_K * 255.0) ** 2
+
+    mu = _filter(x, box)  # patch means (B, K, h, w)
+    var = (_filter(x * x, box) - mu * mu).clamp_min(0.0)
+    strength = torch.sqrt(n * var)  # ||x_k - mu_k|| over the patch
+    ed = strength + 0.001
+
+    # Structure consistency R of the patches decides how strongly the strongest patch dominates.
+    s = x.sum(dim=1, keepdim=True)
+    mu_s = _filter(s, box)
+    var_s = (_filter(s * s, box) - mu_s * mu_s).clamp_min(0.0)
+    r = (torch.sqrt(n * var_s) + _MATLAB_EPS) / (strength.sum(dim=1, keepdim=True) + _MATLAB_EPS)
+    r = torch.where(r > 1, torch.full_like(r, 1 - _MATLAB_EPS), r)
+    r = torch.where(r < 0, torch.full_like(r, _MATLAB_EPS), r)
+    p = torch.tan(math.pi / 2 * r).clamp_max(10.0)
+
+    weight = (ed / wsize) ** p + _MATLAB_EPS
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    a = weight / ed  # the desired patch is sum_k a_k (x_k - mu_k), rescaled to the largest strength
+
+    g_x = _filter(x, gauss)
+    g_f = _filter(f, gauss)[:, 0]
+    g_ff = _filter(f * f, gauss)[:, 0]
+    g_xf = _filter(x * f, gauss)
+
+    norm2 = torch.zeros_like(mu[:, 0])
+    e_r2 = torch.zeros_like(mu[:, 0])
+    for i in range(k):  # pairwise second moments, accumulated so memory stays O(K) maps
+        for j in range(i, k):
+            prod = x[:, i : i + 1] * x[:, j : j + 1]
+            twice = 1.0 if i == j else 2.0
+            aa = twice * a[:, i] * a[:, j]
+            cov = _filter(prod, box)[:, 0] - mu[:, i] * mu[:, j]
+            norm2 = norm2 + aa * n * cov
+            g_prod = _filter(prod, gauss)[:, 0]
+            e_r2 = e_r2 + aa * (g_prod - mu[:, j] * g_x[:, i] - mu[:, i] * g_x[:, j] + mu[:, i] * mu[:, j])
+    norm = torch.sqrt(norm2.clamp_min(0.0))
+    beta = torch.where(norm > 0, ed.amax(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+
+    mu1 = beta * (a * (g_x - mu)).sum(dim=1)
+    sigma1_sq = beta * beta * e_r2 - mu1 * mu1
+    sigma2_sq = g_ff - g_f * g_f
+    sigma12 = beta * (a * (g_xf - mu * g_f[:, None])).sum(dim=1) - mu1 * g_f
+    q = (2 * sigma12 + c) / (sigma1_sq + sigma2_sq + c)
+    return q.flatten(1).mean(dim=1)
+
+
+def _downsample(t: torch.Tensor) -> torch.Tensor:
+    """2x2 mean then every second pixel; an odd last row/column is paired with itself."""
+    h, w = t.shape[-2:]
+    t = F.pad(t, (0, w % 2, 0, h % 2), mode="replicate") if (h % 2 or w % 2) else t
+    return F.avg_pool2d(t, 2)
+
+
+def mef_ssim(frames: torch.Tensor, fused: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """MEF-SSIM (Ma, Zeng, Wang 2015): how well ``fused`` keeps the best local structure of the stack.
+
+    Computed on grey images (Rec.601 luma for C = 3, the channel mean otherwise) on the [0, 255]
+    scale, in float64, at ``levels`` scales combined as a weighted product (negative scale scores are
+    clamped to 0 before the product). 1 means the fused image has, everywhere, the structure of the
+    consistency-weighted stack at the strongest contrast found in the stack.
+    frames: (B, K, C, H, W) in [0, 1]; fused: (B, C, H, W) in [0, 1]; min(H, W) >= 11 * 2^(levels-1)
+    -> 0-dim tensor in [-1, 1].
+    """
+    if frames.ndim != 5 or fused.ndim != 4 or frames.shape[0] != fused.shape[0] or frames.shape[2:] != fused.shape[1:]:
+        raise ValueError(f"expected frames (B, K, C, H, W) and fused (B, C, H, W), got {tuple(frames.shape)} and {tuple(fused.shape)}")
+    if not 1 <= levels <= len(_MEF_SCALE_WEIGHTS):
+        raise ValueError(f"levels must be 1..{len(_MEF_SCALE_WEIGHTS)}, got {levels}")
+    min_side = _MEF_WINDOW * 2 ** (levels - 1)
+    if min(fused.shape[-2:]) < min_side:
+        raise ValueError(f"mef_ssim with {levels} scales needs images of at least {min_side}x{min_side}, got {tuple(fused.shape[-2:])}")
+
+    dev, f64 = fused.device, torch.float64
+    x = _grey(frames.to(f64)) * 255.0  # (B, K, H, W)
+    f = _grey(fused.to(f64))[:, None] * 255.0  # (B, 1, H, W)
+    box = torch.full((_MEF_WINDOW, _MEF_WINDOW), 1.0 / _MEF_WINDOW**2, dtype=f64, device=dev)
+    g1 = torch.exp(-((torch.arange(_MEF_WINDOW, dtype=f64, device=dev) - _MEF_WINDOW // 2) ** 2) / (2 * _MEF_SIGMA**2))
+    gauss = torch.outer(g1, g1)
+    gauss = gauss / gauss.sum()
+
+    weights = torch.tensor(_MEF_SCALE_WEIGHTS[:levels], dtype=f64, device=dev)
+    weights = weights / weights.sum()
+    score = torch.ones(x.shape[0], dtype=f64, device=dev)
+    for level in range(levels):
+        q = _mef_ssim_single(x, f, box, gauss)
+        score = score * q.clamp_min(0.0) ** weights[level] if levels > 1 else q
+        if level + 1 < levels:
+            x, f = _downsample(x), _downsample(f)
+    return score.mean().to(fused.dtype)

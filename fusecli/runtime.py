@@ -1,0 +1,41 @@
+"""Process-wide set-up that only an entry point (the CLI, a benchmark) may do, never a library import.
+
+On Linux with glibc, every tensor above the mmap threshold (32 MiB at most) is mapped fresh from the
+kernel and returned on free, so each large temporary costs page faults and zeroing. For the loss at
+16 x 4 x 512 x 512 that was 70 % of its CPU time (bench/README.md). Keeping freed memory in the heap
+(as the jemalloc/tcmalloc that PyTorch's CPU performance guide recommends would) removes that cost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_MAX = -4
+_configured = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to serve large blocks from the heap and not return freed memory to the kernel.
+
+    Returns True when the setting was applied (Linux + glibc), False elsewhere (a no-op).
+    """
+    global _configured
+    if _configured:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = (
+            libc.mallopt(_M_MMAP_MAX, 0) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
+            and libc.mallopt(_M_TOP_PAD, 64 * 2**20) == 1
+        )
+    except (OSError, AttributeError):
+        return False
+    _configured = ok
+    return ok
