@@ -61,6 +61,80 @@ def _parse_ratios(text: Optional[str]) -> Optional[list[float]]:
     return values
 
 
+def _seconds(t: float | None) -> str:
+    if t is None:
+        return "?"
+    if t < 1 and abs(1 / t - round(1 / t)) < 0.01 * (1 / t):
+        return f"1/{round(1 / t)}"
+    return f"{t:g}"
+
+
+@app.command()
+def inspect(
+    paths: List[Path] = typer.Argument(..., help="Stack folders, folders of stacks, flat folders of photos, or files."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata)."),
+    transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+) -> None:
+    """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
+    from fusecli.stack import describe, discover
+
+    with user_errors():
+        if transfer not in ("auto", "srgb", "linear"):
+            raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
+        user_ratios = _parse_ratios(ratios)
+        sources = discover(paths, group_size=group_size)
+    rows, failed = [], 0
+    for source in sources:
+        try:
+            rows.append(describe(source, user_ratios, transfer))  # type: ignore[arg-type]
+        except FuseError as e:
+            failed += 1
+            rows.append({"name": source.name, "error": str(e), "frames": [{"path": str(f.path)} for f in source.frames]})
+            typer.echo(f"fusecli: error: {e}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"stacks": rows, "failed": failed}, indent=2))
+    else:
+        _print_stack_table(rows)
+    if failed:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _print_stack_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} stack(s)")
+    for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            table.add_row(escape(r["name"]), "", "", "", "[red]failed[/red]", "", "", "", end_section=True)
+            continue
+        for j, f in enumerate(r["frames"]):
+            first = j == 0
+            table.add_row(
+                escape(r["name"]) if first else "",
+                escape(Path(f["path"]).name + (f"[{f['page']}]" if f["page"] is not None else "")),
+                _seconds(f["exposure_time"]),
+                f"{f['ratio']:.4g}",
+                r["ratio_source"] if first else "",
+                f"{r['width']}x{r['height']}x{r['channels']}" if first else "",
+                (r["cfa"] or "-") if first else "",
+                ("yes" if r["label"] else "no") if first else "",
+                end_section=j == len(r["frames"]) - 1,
+            )
+    console = Console()
+    console.print(table)
+    for r in rows:
+        for note in r.get("notes", []):
+            console.print(f"{escape(r['name'])}: {escape(note)}")
+        if "error" in r:
+            console.print(f"[red]{escape(r['name'])}: {escape(r['error'])}[/red]")
+
+
 def _not_implemented(command: str) -> None:
     typer.echo(f"fusecli {command}: not implemented yet (this release reads, groups and synthesises stacks only)", err=True)
     raise typer.Exit(EXIT_NOT_IMPLEMENTED)

@@ -1,0 +1,106 @@
+"""What every reader and writer shares: file kinds, frame metadata, size limits, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+from fusecli.errors import FuseError
+
+RAW_EXTENSIONS = frozenset(
+    ".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .3fr .fff .iiq .erf .kdc"
+    " .dcr .mrw .mos .x3f .rwl .raw .gpr".split()
+)
+TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
+PICTURE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+FRAME_EXTENSIONS = RAW_EXTENSIONS | TIFF_EXTENSIONS | PICTURE_EXTENSIONS
+LABEL_EXTENSIONS = TIFF_EXTENSIONS | PICTURE_EXTENSIONS | frozenset({".exr", ".hdr"})
+
+#: Frames larger than this are refused before any pixel is allocated (a 250 MP frame is already
+#: twice the largest still camera sensor sold today).
+MAX_PIXELS = 250_000_000
+MAX_SIDE = 65_535
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What one frame's header says, read without decoding its pixels.
+
+    ``width``/``height``/``channels`` describe the frame as fusecli reads it: for RAW, the packed
+    half-resolution planes (4 channels). ``exposure_time`` is in seconds; None when missing or 0.
+    """
+
+    path: Path
+    width: int
+    height: int
+    channels: int
+    kind: str  # "raw", "tiff" or "picture" (8/16-bit PNG or JPEG)
+    exposure_time: float | None = None
+    iso: float | None = None
+    aperture: float | None = None
+    timestamp: datetime | None = None
+    camera: str | None = None  # "make model", for grouping
+    page: int | None = None  # page of a multi-page TIFF
+    bit_depth: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.page is None else f"{self.path.name}[{self.page}]"
+
+
+def positive(value) -> float | None:
+    """A metadata number as float, or None when missing, zero, negative or not finite."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, tuple) and len(value) == 2:  # EXIF rational (num, den)
+            value = Fraction(int(value[0]), int(value[1])) if value[1] else 0
+        value = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 and value == value and value != float("inf") else None
+
+
+def parse_exif_datetime(text) -> datetime | None:
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def check_dimensions(path: Path, width: int, height: int, channels: int = 1) -> None:
+    """Refuse absurd sizes before allocating anything."""
+    if width <= 0 or height <= 0:
+        raise FuseError(f"{path}: the image has no pixels ({width}x{height})")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS or channels > 16:
+        raise FuseError(
+            f"{path}: absurd dimensions {width}x{height}x{channels}; fusecli reads frames up to "
+            f"{MAX_PIXELS // 1_000_000} MP and {MAX_SIDE} px a side"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash, an exception or a kill leaves at most a hidden ``.name.*.part`` file, never a partial
+    ``path``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()

@@ -1,0 +1,313 @@
+"""TIFF (tifffile), PNG/JPEG (OpenCV, EXIF through Pillow), labels and radiance maps (.exr, .hdr).
+
+Every frame comes out as float32 (C, H, W), linear, in [0, 1]. The transfer of the input decides
+the linearisation; ``transfer="auto"`` means: 8-bit files and 16-bit PNG are sRGB-encoded (what
+cameras and editors write), 16-bit and float TIFF are linear (what raw converters and HDR tools
+write for merging). ``"srgb"`` or ``"linear"`` overrides that. The transfer is recorded on the stack
+so outputs can be re-encoded the same way.
+
+Float TIFF frames holding NaN or Inf are refused (with the count), never silently sanitised;
+values above 1 are clipped (a frame is an exposure: it cannot hold more than full scale).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from fusecli.errors import FuseError
+from fusecli.io.common import (
+    PICTURE_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    FrameInfo,
+    check_dimensions,
+    parse_exif_datetime,
+    positive,
+)
+
+Transfer = Literal["auto", "srgb", "linear"]
+
+_EXIF_IFD = 0x8769
+_EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL = 33434, 33437, 34855, 36867
+_MAKE, _MODEL, _DATETIME = 271, 272, 306
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """Inverse sRGB transfer (IEC 61966-2-1). x: any shape, in [0, 1] -> same shape, linear [0, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """sRGB transfer. x: any shape, linear [0, 1] -> same shape, sRGB-encoded [0, 1]."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _lut(bits: int, srgb: bool) -> np.ndarray:
+    codes = np.arange(2**bits, dtype=np.float32) / (2**bits - 1)
+    return srgb_to_linear(codes) if srgb else codes
+
+
+def resolve_transfer(info: FrameInfo, transfer: Transfer = "auto") -> str:
+    """The transfer ("srgb" or "linear") a frame is decoded with."""
+    if transfer != "auto":
+        return transfer
+    if info.bit_depth == 8 or (info.kind == "picture" and info.bit_depth == 16):
+        return "srgb"
+    return "linear"
+
+
+# --- probing (headers only) ---------------------------------------------------------------------
+
+
+def probe_picture(path: Path) -> FrameInfo:
+    """Header and EXIF of a PNG or JPEG, through Pillow (no pixel decoding)."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            mode = im.mode
+            exif = im.getexif()
+    except UnidentifiedImageError:
+        raise FuseError(f"{path}: not an image (no PNG or JPEG decoder recognises it)") from None
+    except OSError as e:
+        raise FuseError(f"{path}: cannot read the image header ({e})") from None
+    channels = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "CMYK": 4}.get(mode, 3)
+    check_dimensions(path, width, height, channels)
+    sub = exif.get_ifd(_EXIF_IFD) if exif else {}
+    make, model = str(exif.get(_MAKE, "") or "").strip(), str(exif.get(_MODEL, "") or "").strip()
+    return FrameInfo(
+        path=path,
+        width=width,
+        height=height,
+        channels=min(channels, 3) if channels != 1 else 1,
+        kind="picture",
+        exposure_time=positive(sub.get(_EXPOSURE_TIME)),
+        iso=positive(sub.get(_ISO)),
+        aperture=positive(sub.get(_FNUMBER)),
+        timestamp=parse_exif_datetime(sub.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)),
+        camera=_camera(make, model),
+        bit_depth=16 if mode.startswith("I;16") or mode == "I" else 8,
+    )
+
+
+def _camera(make: str, model: str) -> str | None:
+    if not make and not model:
+        return None
+    return model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+
+
+def _page_axes(page: tifffile.TiffPage) -> tuple[int, int, int]:
+    """(channels, height, width) of a TIFF page."""
+    shape = dict(zip(page.axes, page.shape))
+    return shape.get("S", 1), shape.get("Y", 0), shape.get("X", 0)
+
+
+def probe_tiff(path: Path) -> list[FrameInfo]:
+    """Headers of a TIFF: one frame, or one frame per page of a multi-page TIFF (reduced-resolution
+    pages such as thumbnails are skipped)."""
+    try:
+        with tifffile.TiffFile(path) as tf:
+            pages = [p for p in tf.pages if not p.is_reduced]
+            infos = []
+            for i, page in enumerate(pages):
+                c, h, w = _page_axes(page)
+                check_dimensions(path, w, h, c)
+                if page.dtype is None or page.dtype.kind not in "uf" or page.dtype.itemsize > 8:
+                    raise FuseError(f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer and float TIFF)")
+                if page.dtype.kind == "u" and page.dtype.itemsize > 2:
+                    raise FuseError(f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer and float TIFF)")
+                tags = {t.name: t.value for t in page.tags.values()}
+                exif = tags.get("ExifTag") or {}
+                make, model = str(tags.get("Make", "") or "").strip(), str(tags.get("Model", "") or "").strip()
+                infos.append(
+                    FrameInfo(
+                        path=path,
+                        width=w,
+                        height=h,
+                        channels=min(c, 3) if c != 1 else 1,
+                        kind="tiff",
+                        exposure_time=positive(exif.get("ExposureTime", tags.get("ExposureTime"))),
+                        iso=positive(_first(exif.get("ISOSpeedRatings", tags.get("ISOSpeedRatings")))),
+                        aperture=positive(exif.get("FNumber", tags.get("FNumber"))),
+                        timestamp=parse_exif_datetime(exif.get("DateTimeOriginal") or tags.get("DateTime")),
+                        camera=_camera(make, model),
+                        page=i if len(pages) > 1 else None,
+                        bit_depth=page.dtype.itemsize * 8 if page.dtype.kind == "u" else None,
+                    )
+                )
+    except FuseError:
+        raise
+    except Exception as e:  # tifffile raises several types for damaged files
+        raise FuseError(f"{path}: not a readable TIFF ({e})") from None
+    if not infos:
+        raise FuseError(f"{path}: the TIFF holds no image")
+    return infos
+
+
+def _first(value):
+    return value[0] if isinstance(value, (tuple, list)) and value else value
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _to_chw(array: np.ndarray, channels_last: bool) -> np.ndarray:
+    if array.ndim == 2:
+        return array[None]
+    return np.moveaxis(array, -1, 0) if channels_last else array
+
+
+def _normalise(path: Path, array: np.ndarray, srgb: bool) -> np.ndarray:
+    """Integer or float (C, H, W) -> float32 linear [0, 1]."""
+    if array.dtype == np.uint8:
+        return _lut(8, srgb)[array]
+    if array.dtype == np.uint16:
+        return _lut(16, srgb)[array]
+    if array.dtype.kind == "f":
+        out = array.astype(np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        if bad:
+            raise FuseError(f"{path}: {bad} NaN/Inf pixel values; fusecli refuses float frames with non-finite values")
+        np.clip(out, 0.0, 1.0, out=out)
+        return srgb_to_linear(out) if srgb else out
+    raise FuseError(f"{path}: unsupported sample type {array.dtype}")
+
+
+def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
+    """Decode one TIFF page or PNG/JPEG frame -> (C, H, W) float32, linear, [0, 1]; C is 1 or 3."""
+    path = info.path
+    srgb = resolve_transfer(info, transfer) == "srgb"
+    if info.kind == "tiff":
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = [p for p in tf.pages if not p.is_reduced][info.page or 0]
+                array = page.asarray()
+                channels_last = page.axes.endswith("S")
+        except Exception as e:
+            raise FuseError(f"{path}: cannot decode the TIFF ({e})") from None
+        chw = _to_chw(array, channels_last)
+    elif info.kind == "picture":
+        if path.suffix.lower() in {".jpg", ".jpeg"} and not _jpeg_complete(path):
+            raise FuseError(f"{path}: truncated JPEG (no end-of-image marker)")
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        if array is None:
+            raise FuseError(f"{path}: OpenCV cannot decode the image (corrupt or truncated)")
+        if array.ndim == 3:
+            array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        chw = _to_chw(array, channels_last=True)
+    else:
+        raise ValueError(f"read_frame reads TIFF and PNG/JPEG frames, not {info.kind}")
+    if chw.shape[0] in (2, 4):  # grey + alpha, RGB + alpha: the alpha channel is not image data
+        chw = chw[: chw.shape[0] - 1]
+    if chw.shape[1:] != (info.height, info.width):
+        raise FuseError(f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}")
+    return np.ascontiguousarray(_normalise(path, chw, srgb))
+
+
+def _jpeg_complete(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 4096))
+        return b"\xff\xd9" in f.read()
+
+
+def probe(path: Path) -> list[FrameInfo]:
+    """Headers of an image file that is not RAW: one FrameInfo, or one per page of a multi-page TIFF."""
+    suffix = path.suffix.lower()
+    if suffix in TIFF_EXTENSIONS:
+        return probe_tiff(path)
+    if suffix in PICTURE_EXTENSIONS:
+        return [probe_picture(path)]
+    raise FuseError(f"{path}: not a supported image type (expected RAW, TIFF, PNG or JPEG)")
+
+
+# --- labels and radiance maps -------------------------------------------------------------------
+
+
+def read_label(path: Path, transfer: Transfer = "auto") -> np.ndarray:
+    """A reference fused image -> (C, H, W) float32, linear, [0, 1].
+
+    Float TIFF/EXR/HDR are linear; integer files follow ``transfer`` as frames do. A packed-RAW
+    label is a float32 TIFF with 4 planes (what ``fusecli synth`` writes).
+    """
+    suffix = path.suffix.lower()
+    if suffix in {".exr", ".hdr"}:
+        rgb = read_radiance(path)
+        return np.ascontiguousarray(np.clip(np.moveaxis(rgb, -1, 0), 0.0, 1.0))
+    infos = probe(path)
+    if len(infos) != 1:
+        raise FuseError(f"{path}: a label must be a single image, this file holds {len(infos)} pages")
+    info = infos[0]
+    if info.kind == "tiff":  # labels may hold 4 packed-RAW planes: keep every channel
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                chw = _to_chw(page.asarray(), page.axes.endswith("S"))
+        except Exception as e:
+            raise FuseError(f"{path}: cannot decode the label ({e})") from None
+        return np.ascontiguousarray(_normalise(path, chw, resolve_transfer(info, transfer) == "srgb"))
+    return read_frame(info, transfer)
+
+
+def write_label(path: Path, label: np.ndarray) -> None:
+    """Write a (C, H, W) float label as a float32, deflate-compressed, planar TIFF (atomically)."""
+    from fusecli.io.common import atomic_path
+
+    if label.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) label, got {label.shape}")
+    with atomic_path(Path(path)) as tmp:
+        tifffile.imwrite(
+            tmp,
+            np.ascontiguousarray(label, dtype=np.float32),
+            photometric="minisblack",
+            planarconfig="separate",
+            compression="zlib",
+            predictor=True,
+            metadata=None,
+            description="fusecli label: linear, [0, 1], planes in the stack's channel order",
+        )
+
+
+def read_radiance(path: Path) -> np.ndarray:
+    """A linear HDR radiance map (.exr through OpenEXR, .hdr through OpenCV) -> (H, W, 3) float32 >= 0."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise FuseError(f"{path}: no such file")
+    if suffix == ".exr":
+        import OpenEXR
+
+        try:
+            with OpenEXR.File(str(path)) as f:
+                channels = f.channels()
+                if "RGB" in channels:
+                    rgb = np.asarray(channels["RGB"].pixels, dtype=np.float32)
+                elif all(c in channels for c in "RGB"):
+                    rgb = np.stack([np.asarray(channels[c].pixels, dtype=np.float32) for c in "RGB"], axis=-1)
+                else:
+                    raise FuseError(f"{path}: the EXR has no R, G, B channels (it has {', '.join(channels)})")
+        except FuseError:
+            raise
+        except Exception as e:
+            raise FuseError(f"{path}: not a readable OpenEXR file ({e})") from None
+    elif suffix == ".hdr":
+        bgr = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FuseError(f"{path}: not a readable Radiance .hdr file")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    else:
+        raise FuseError(f"{path}: not a radiance map (expected .exr or .hdr)")
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise FuseError(f"{path}: expected an RGB radiance map, got shape {rgb.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(rgb)))
+    if bad:
+        raise FuseError(f"{path}: {bad} NaN/Inf values in the radiance map")
+    return np.clip(rgb, 0.0, None)

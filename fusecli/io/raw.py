@@ -1,0 +1,232 @@
+"""Camera RAW reading through rawpy (LibRaw): the Bayer mosaic packed into R, G1, G2, B planes.
+
+Packing: whatever the sensor's 2x2 phase (RGGB, BGGR, GRBG, GBRG), plane 0 is red, plane 1 the
+green on red's rows (G1), plane 2 the green on blue's rows (G2), plane 3 blue, each at half
+resolution; an odd last row or column of the visible area is dropped. Values are
+``(raw - black[c]) / (white - black[c])`` per CFA channel, clipped to [0, 1] (noise below the black
+level is clipped, as every raw developer does after black subtraction), not multiplied by the
+exposure ratio.
+
+Metadata: exposure time, ISO, aperture and capture time come from the file's EXIF through tifffile
+when the RAW is TIFF-based (DNG, CR2, NEF, ARW, ...), else from LibRaw. LibRaw reports a placeholder
+shutter of 1 s when a file's EXIF exposure is 0 (seen on the real Magic Lantern DNG), so EXIF wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import rawpy
+import tifffile
+
+from fusecli.errors import FuseError
+from fusecli.io.common import FrameInfo, check_dimensions, parse_exif_datetime, positive
+
+CANONICAL = ("R", "G1", "G2", "B")
+CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What a DNG writer needs to describe the sensor again. Per-channel values are in R, G1, G2, B
+    order; ``color_matrix`` maps XYZ to camera RGB (DNG ColorMatrix, row-major 3x3)."""
+
+    make: str
+    model: str
+    cfa: str  # colours of the visible area's top-left 2x2, row-major, e.g. "RGGB"
+    black_level: tuple[float, float, float, float]
+    white_level: float
+    white_balance: tuple[float, float, float]  # camera multipliers R, G, B, normalised to G = 1
+    color_matrix: tuple[float, ...] | None
+    orientation: int = 1
+
+
+def cfa_offsets(cfa: str) -> list[tuple[int, int]]:
+    """(row, column) inside the 2x2 tile of R, G1, G2, B for a pattern such as "GRBG"."""
+    cfa = cfa.upper()
+    if cfa not in CFA_PATTERNS:
+        raise ValueError(f"CFA pattern must be one of {', '.join(CFA_PATTERNS)}, got {cfa!r}")
+    pos = {cfa[i]: (i // 2, i % 2) for i in range(4) if cfa[i] != "G"}
+    r_row, b_row = pos["R"][0], pos["B"][0]
+    greens = [(i // 2, i % 2) for i in range(4) if cfa[i] == "G"]
+    g1 = next(g for g in greens if g[0] == r_row)
+    g2 = next(g for g in greens if g[0] == b_row)
+    return [pos["R"], g1, g2, pos["B"]]
+
+
+def pack_bayer(mosaic: np.ndarray, cfa: str) -> np.ndarray:
+    """Bayer mosaic (H, W) -> planes (4, H//2, W//2) in R, G1, G2, B order (same dtype, a copy)."""
+    h2, w2 = mosaic.shape[0] // 2, mosaic.shape[1] // 2
+    return np.stack([mosaic[dy : 2 * h2 : 2, dx : 2 * w2 : 2] for dy, dx in cfa_offsets(cfa)])
+
+
+def unpack_bayer(planes: np.ndarray, cfa: str) -> np.ndarray:
+    """Planes (4, h, w) in R, G1, G2, B order -> Bayer mosaic (2h, 2w) with the given phase."""
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError(f"expected planes of shape (4, h, w), got {planes.shape}")
+    _, h, w = planes.shape
+    mosaic = np.empty((2 * h, 2 * w), dtype=planes.dtype)
+    for plane, (dy, dx) in zip(planes, cfa_offsets(cfa)):
+        mosaic[dy::2, dx::2] = plane
+    return mosaic
+
+
+def _open(path: Path, unpack: bool) -> rawpy.RawPy:
+    raw = rawpy.RawPy()
+    try:
+        raw.open_file(str(path))
+        if unpack:
+            raw.unpack()
+    except rawpy.LibRawFileUnsupportedError:
+        raw.close()
+        raise FuseError(f"{path}: not a RAW file LibRaw can read") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+        raw.close()
+        raise FuseError(f"{path}: truncated or corrupt RAW file ({_msg(e)})") from None
+    except rawpy.LibRawError as e:
+        raw.close()
+        raise FuseError(f"{path}: LibRaw cannot decode it ({_msg(e)})") from None
+    return raw
+
+
+def _msg(e: Exception) -> str:
+    text = e.args[0] if e.args else str(e)
+    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+
+
+def _cfa(raw: rawpy.RawPy, path: Path) -> str:
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise FuseError(f"{path}: not a Bayer sensor (LibRaw raw type {raw.raw_type.name}: Foveon or linear DNG); fusecli reads Bayer RAW only")
+    pattern = raw.raw_pattern
+    if pattern is None or pattern.shape != (2, 2):
+        shape = "none" if pattern is None else f"{pattern.shape[0]}x{pattern.shape[1]}"
+        raise FuseError(f"{path}: not a Bayer sensor (colour filter pattern {shape}, e.g. X-Trans); fusecli reads Bayer RAW only")
+    desc = raw.color_desc.decode(errors="replace")
+    top, left = raw.sizes.top_margin, raw.sizes.left_margin
+    cfa = "".join(desc[raw.raw_color(top + dy, left + dx)] for dy in (0, 1) for dx in (0, 1))
+    if cfa not in CFA_PATTERNS:
+        raise FuseError(f"{path}: unsupported colour filter pattern {cfa!r} (fusecli reads RGB Bayer sensors)")
+    return cfa
+
+
+def _tiff_metadata(path: Path) -> dict:
+    """EXIF and DNG tags of a TIFF-based RAW, or {} when tifffile cannot parse the file."""
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tags = {t.name: t.value for t in tf.pages[0].tags.values()}
+    except Exception:  # not TIFF-based (CR3, RAF, ...) or unusual: LibRaw's values are used
+        return {}
+    exif = tags.get("ExifTag") or {}
+    out = {
+        "exposure_time": exif.get("ExposureTime", tags.get("ExposureTime")),
+        "aperture": exif.get("FNumber", tags.get("FNumber")),
+        "iso": exif.get("ISOSpeedRatings", tags.get("ISOSpeedRatings")),
+        "timestamp": exif.get("DateTimeOriginal") or tags.get("DateTime"),
+        "orientation": tags.get("Orientation"),
+        "make": tags.get("Make"),
+        "model": tags.get("Model"),
+    }
+    if isinstance(out["iso"], (tuple, list)):
+        out["iso"] = out["iso"][0] if out["iso"] else None
+    # DNG colour: prefer the matrix calibrated for D65 (illuminant 21), else ColorMatrix2, else 1.
+    matrices = [(tags.get("CalibrationIlluminant1"), tags.get("ColorMatrix1")), (tags.get("CalibrationIlluminant2"), tags.get("ColorMatrix2"))]
+    matrices = [(ill, m) for ill, m in matrices if m is not None and len(m) == 18]
+    if matrices:
+        ill, m = next(((i, m) for i, m in matrices if i == 21), matrices[-1])
+        out["color_matrix"] = tuple(m[2 * i] / m[2 * i + 1] for i in range(9))
+    neutral = tags.get("AsShotNeutral")
+    if neutral is not None and len(neutral) == 6:
+        out["as_shot_neutral"] = tuple(neutral[2 * i] / neutral[2 * i + 1] for i in range(3))
+    return out
+
+
+def _describe(raw: rawpy.RawPy, path: Path) -> tuple[FrameInfo, CameraInfo]:
+    cfa = _cfa(raw, path)
+    sizes = raw.sizes
+    check_dimensions(path, sizes.width, sizes.height)
+    meta = _tiff_metadata(path) if path.suffix.lower() in {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".pef", ".erf", ".tif", ".tiff"} else {}
+    other = raw.other
+    libraw_time = other.timestamp if other.timestamp and other.timestamp > datetime(1971, 1, 1) else None
+    def pick(key: str, libraw_value: float) -> float | None:  # EXIF when the file has the tag
+        return positive(meta[key]) if meta.get(key) is not None else positive(libraw_value)
+
+    exposure = pick("exposure_time", other.shutter_speed)
+    timestamp = parse_exif_datetime(meta.get("timestamp")) or libraw_time
+    make = (meta.get("make") or "").strip() or "unknown"
+    model = (meta.get("model") or "").strip() or "camera"
+    info = FrameInfo(
+        path=path,
+        width=sizes.width // 2,
+        height=sizes.height // 2,
+        channels=4,
+        kind="raw",
+        exposure_time=exposure,
+        iso=pick("iso", other.iso_speed),
+        aperture=pick("aperture", other.aperture),
+        timestamp=timestamp,
+        camera=model if model.lower().startswith(make.lower()) else f"{make} {model}",
+        bit_depth=int(raw.white_level).bit_length(),
+    )
+    offsets = cfa_offsets(cfa)
+    pattern = raw.raw_pattern
+    black_by_colour = raw.black_level_per_channel
+    black = tuple(float(black_by_colour[pattern[dy, dx]]) for dy, dx in offsets)
+    wb = raw.camera_whitebalance
+    if "as_shot_neutral" in meta and all(v > 0 for v in meta["as_shot_neutral"]):
+        n = meta["as_shot_neutral"]
+        wb_rgb = (n[1] / n[0], 1.0, n[1] / n[2])
+    elif wb[1] > 0 and wb[0] > 0 and wb[2] > 0:
+        wb_rgb = (wb[0] / wb[1], 1.0, wb[2] / wb[1])
+    else:
+        wb_rgb = (1.0, 1.0, 1.0)
+    matrix = meta.get("color_matrix")
+    if matrix is None and np.any(raw.rgb_xyz_matrix[:3]):
+        matrix = tuple(float(v) for v in raw.rgb_xyz_matrix[:3].ravel())
+    camera = CameraInfo(
+        make=make,
+        model=model,
+        cfa=cfa,
+        black_level=black,  # type: ignore[arg-type]
+        white_level=float(raw.white_level),
+        white_balance=wb_rgb,
+        color_matrix=matrix,
+        orientation=int(meta.get("orientation") or 1),
+    )
+    if any(camera.white_level <= b for b in black):
+        raise FuseError(f"{path}: white level {camera.white_level:g} is not above the black level {max(black):g}")
+    return info, camera
+
+
+def probe_raw(path: Path) -> tuple[FrameInfo, CameraInfo]:
+    """Read a RAW file's header (no pixel decoding): its frame metadata and sensor description."""
+    raw = _open(path, unpack=False)
+    try:
+        return _describe(raw, path)
+    finally:
+        raw.close()
+
+
+def read_raw(path: Path, out: np.ndarray | None = None) -> tuple[np.ndarray, FrameInfo, CameraInfo]:
+    """Decode a Bayer RAW file into packed planes (4, H//2, W//2) float32 in [0, 1], R G1 G2 B order.
+
+    ``out``, when given, is a float32 array of that shape that receives the planes (no extra copy).
+    """
+    raw = _open(path, unpack=True)
+    try:
+        info, camera = _describe(raw, path)
+        visible = raw.raw_image_visible
+        h2, w2 = visible.shape[0] // 2, visible.shape[1] // 2
+        if out is not None and (out.shape != (4, h2, w2) or out.dtype != np.float32):
+            raise FuseError(f"{path}: decoded planes (4, {h2}, {w2}) differ from the stack's {tuple(out.shape)}")
+        planes = out if out is not None else np.empty((4, h2, w2), dtype=np.float32)
+        for i, (dy, dx) in enumerate(cfa_offsets(camera.cfa)):
+            black = camera.black_level[i]
+            np.subtract(visible[dy : 2 * h2 : 2, dx : 2 * w2 : 2], np.float32(black), out=planes[i], casting="unsafe")
+            planes[i] *= np.float32(1.0 / (camera.white_level - black))
+        np.clip(planes, 0.0, 1.0, out=planes)
+        return planes, info, camera
+    finally:
+        raw.close()
