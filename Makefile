@@ -19,7 +19,7 @@ bench: $(VENV)/.installed
 samples: $(VENV)/.installed
 	rm -rf samples.new && $(BIN)/fusecli synth ../shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr \
 	    --stacks 2 --procedural 1 --size 512x384 --seed 7 -o samples.new \
-	    && cp samples/README.md samples.new/ && rm -rf samples && mv samples.new samples
+	    && cp samples/README.md samples/COPYING-Cannon.exr.txt samples.new/ && rm -rf samples && mv samples.new samples
 
 # torch==2.13.0 first: on our machines that is the CPU build on disk (no multi-GB CUDA download);
 # everything after it then finds torch already satisfied.

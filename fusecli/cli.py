@@ -108,7 +108,7 @@ def _print_stack_table(rows: list[dict]) -> None:
 
     table = Table(title=f"{len(rows)} stack(s)")
     for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("frame", "exposure s", "ratio", "from"))
     for r in rows:
         if "error" in r:
             table.add_row(escape(r["name"]), "", "", "", "[red]failed[/red]", "", "", "", end_section=True)
@@ -138,6 +138,31 @@ def _print_stack_table(rows: list[dict]) -> None:
 def _not_implemented(command: str) -> None:
     typer.echo(f"fusecli {command}: not implemented yet (this release reads, groups and synthesises stacks only)", err=True)
     raise typer.Exit(EXIT_NOT_IMPLEMENTED)
+
+
+@app.command()
+def synth(
+    radiance: List[Path] = typer.Argument(None, help="HDR radiance maps (.exr, .hdr) to synthesise brackets from."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder that receives one stack folder per bracket."),
+    stacks: int = typer.Option(1, "--stacks", min=1, help="Brackets per radiance map (different crops, noise, CFA)."),
+    procedural: int = typer.Option(0, "--procedural", min=0, help="Brackets of procedural scenes to add."),
+    size: str = typer.Option("512x384", "--size", help="Mosaic size WxH (even)."),
+    ratios: str = typer.Option("1,0.25,0.0625", "--ratios", help="Exposure ratios, brightest first."),
+    cfa: Optional[str] = typer.Option(None, "--cfa", help="CFA phase (RGGB, BGGR, GRBG, GBRG); random per stack if not given."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same files."),
+) -> None:
+    """Synthesise RAW brackets (DNG) with labels from real radiance maps and procedural scenes."""
+    from fusecli.synth import SynthConfig, synthesise
+
+    with user_errors():
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise FuseError(f"--size {size!r}: expected WIDTHxHEIGHT such as 512x384") from None
+        cfg = SynthConfig(width=width, height=height, ratios=tuple(_parse_ratios(ratios) or ()), cfa=cfa)
+        written = synthesise(radiance or [], out, stacks_per_map=stacks, procedural=procedural, cfg=cfg, seed=seed)
+    for folder in written:
+        typer.echo(str(folder))
 
 
 @app.command()

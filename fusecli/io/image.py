@@ -12,6 +12,7 @@ values above 1 are clipped (a frame is an exposure: it cannot hold more than ful
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fusecli.errors import FuseError
 from fusecli.io.common import (
+    MAX_PIXELS,
     PICTURE_EXTENSIONS,
     TIFF_EXTENSIONS,
     FrameInfo,
@@ -71,10 +73,14 @@ def resolve_transfer(info: FrameInfo, transfer: Transfer = "auto") -> str:
 def probe_picture(path: Path) -> FrameInfo:
     """Header and EXIF of a PNG or JPEG, through Pillow (no pixel decoding)."""
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            mode = im.mode
-            exif = im.getexif()
+        with warnings.catch_warnings():  # fusecli applies its own size limit (check_dimensions)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                mode = im.mode
+                exif = im.getexif()
+    except Image.DecompressionBombError as e:
+        raise FuseError(f"{path}: absurd dimensions ({e.args[0].split(' exceeds')[0]}); fusecli reads frames up to {MAX_PIXELS // 1_000_000} MP") from None
     except UnidentifiedImageError:
         raise FuseError(f"{path}: not an image (no PNG or JPEG decoder recognises it)") from None
     except OSError as e:
@@ -271,7 +277,6 @@ def write_label(path: Path, label: np.ndarray) -> None:
             photometric="minisblack",
             planarconfig="separate",
             compression="zlib",
-            predictor=True,
             metadata=None,
             description="fusecli label: linear, [0, 1], planes in the stack's channel order",
         )

@@ -85,7 +85,7 @@ def _open(path: Path, unpack: bool) -> rawpy.RawPy:
         raise FuseError(f"{path}: not a RAW file LibRaw can read") from None
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
         raw.close()
-        raise FuseError(f"{path}: truncated or corrupt RAW file ({_msg(e)})") from None
+        raise FuseError(f"{path}: truncated, corrupt or not a RAW file ({_msg(e)})") from None
     except rawpy.LibRawError as e:
         raw.close()
         raise FuseError(f"{path}: LibRaw cannot decode it ({_msg(e)})") from None

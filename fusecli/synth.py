@@ -1,0 +1,314 @@
+"""Synthetic RAW brackets with labels, from real HDR radiance maps or procedural scenes.
+
+The method of the NTIRE 2024 BracketIRE data, in the packed-RAW domain fusecli works in:
+
+1. linear RGB radiance (Rec.709 primaries, as .exr/.hdr maps are) with a random crop, scale, mirror
+   and illuminant tint -> XYZ -> camera RGB through a real camera's colour matrix (the Canon EOS
+   550D's DNG ColorMatrix1, from the MIT-licensed ``colorchart.dng``); the tint's camera response is
+   the AsShotNeutral written to the DNG, so undoing the white balance gives the scene back;
+2. a Bayer mosaic of the chosen CFA phase;
+3. the 1/1 exposure scaled so that a chosen share of its pixels clips; the other frames at the
+   chosen ratios (default 1, 1/4, 1/16);
+4. Poisson (shot) + Gaussian (read) noise, clipping at the white level, quantisation to 12 or 14
+   bits above a black level; written as DNGs that rawpy reads back.
+
+The label (see :func:`render_label`) is computed from the clean, unclipped radiance of the 1/1
+exposure in the same packed-RAW [0, 1] domain as the frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from fusecli.errors import FuseError
+from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.image import read_radiance, write_label
+from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer, unpack_bayer
+
+#: XYZ -> camera RGB of the Canon EOS Kiss X4 / 550D (DNG ColorMatrix1, D65), as stored in the real
+#: colorchart.dng of ../shared/data/real (tinydng, MIT licence).
+CANON_550D_XYZ_TO_CAM = np.array(
+    [[0.6461, -0.1164, -0.0857], [-0.3825, 1.1597, 0.2534], [-0.0416, 0.1540, 0.6039]], dtype=np.float64
+)
+#: Linear Rec.709/sRGB -> XYZ (D65).
+RGB_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]], dtype=np.float64
+)
+
+
+@dataclass
+class SynthConfig:
+    """How brackets are synthesised. Ranges are (low, high) sampled uniformly (log-uniformly for noise)."""
+
+    width: int = 512  # mosaic size, even
+    height: int = 384
+    ratios: tuple[float, ...] = (1.0, 0.25, 0.0625)
+    clip_share: tuple[float, float] = (0.03, 0.15)  # share of 1/1-frame pixels at the white level
+    bits: tuple[int, ...] = (12, 14)
+    cfa: str | None = None  # None: a random phase per stack
+    shot_noise: tuple[float, float] = (2e-5, 5e-4)  # variance per unit signal ([0, 1] units)
+    read_noise: tuple[float, float] = (2e-4, 1.5e-3)  # standard deviation ([0, 1] units)
+    scale: tuple[float, float] = (0.6, 1.0)  # resampling of the radiance before the crop
+    tint: float = 0.15  # illuminant tint range (+- on red/blue)
+    base_time: tuple[int, int] = (4, 8)  # the 1/1 frame's exposure is 2^-n s, n in this range (1/16 .. 1/256)
+    label_knee: float = 0.5
+    label_detail_radius: int = 16  # bilateral-filter radius of the label's base layer, in packed pixels
+
+    def __post_init__(self) -> None:
+        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
+            raise FuseError(f"synth size {self.width}x{self.height}: width and height must be even and at least 16")
+        r = self.ratios
+        if len(r) < 2 or r[0] != 1.0 or any(b >= a or b <= 0 for a, b in zip(r, r[1:])):
+            raise FuseError(f"synth ratios {r}: expected 1 first, then strictly decreasing values > 0")
+        if self.cfa is not None and self.cfa.upper() not in CFA_PATTERNS:
+            raise FuseError(f"synth CFA {self.cfa!r}: expected one of {', '.join(CFA_PATTERNS)}")
+
+
+@dataclass
+class SynthBracket:
+    """One synthesised bracket in memory: what the DNGs and the label file hold."""
+
+    mosaics: np.ndarray  # (K, H, W) uint16 raw values, brightest first
+    label: np.ndarray  # (4, H/2, W/2) float32 in [0, 1], R G1 G2 B
+    camera: CameraInfo
+    exposures: list[Exposure]
+    params: dict = field(default_factory=dict)
+
+
+# --- the label ----------------------------------------------------------------------------------
+
+
+def _highlight_curve(e: np.ndarray, knee: float, e_max: float) -> np.ndarray:
+    """Identity up to ``knee``, then logarithmic with slope 1 at the knee, reaching 1 at ``e_max``."""
+    d = e_max - knee
+    lo, hi = 1e-9, 1e9  # solve (1 - knee) a = log(1 + a d) for the slope-1 join
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if (1 - knee) * mid - math.log1p(mid * d) < 0:
+            lo = mid
+        else:
+            hi = mid
+    a = lo
+    out = np.where(e <= knee, e, knee + (1 - knee) * np.log1p(a * np.clip(e - knee, 0, d)) / math.log1p(a * d))
+    return out.astype(np.float32)
+
+
+def render_label(clean: np.ndarray, ratios: Sequence[float], knee: float = 0.5, radius: int = 16) -> np.ndarray:
+    """The reference fusion of a bracket, from its clean radiance. clean: (4, h, w) >= 0 in units of
+    the 1/1 frame's full scale (unclipped, noise-free) -> (4, h, w) float32 in [0, 1].
+
+    Tone mapping by base and detail (Durand & Dorsey 2002) on the per-pixel brightness m (max of the
+    planes, so colour ratios are kept): the log of m is split by a bilateral filter (range sigma
+    0.7 in natural-log units: texture goes to the detail layer, edges of more than ~5:1 stay in the
+    base) into a base and a detail layer; the base goes through a global, monotone curve (identity below
+    ``knee``, logarithmic above, reaching 1 where the darkest frame clips); the detail is added back
+    unchanged. So dark regions keep the 1/1 exposure's brightness exactly, highlights are compressed
+    without brightness inversion (monotone base), local contrast is kept (full detail), and the
+    edge-stopping base leaves no halos (a guided filter was tried first: it leaked 5 % across a
+    100:1 edge). Each value is then clamped between the darkest and the
+    brightest clean frame at that pixel, so a weighting of the frames can reach the label.
+    """
+    m = clean.max(axis=0)
+    e_max = 1.0 / min(ratios)
+    log_m = np.log(np.maximum(m, 1e-6)).astype(np.float32)
+    base = cv2.bilateralFilter(log_m, d=2 * radius + 1, sigmaColor=0.7, sigmaSpace=radius)
+    detail = log_m - base
+    target_base = np.log(np.maximum(_highlight_curve(np.exp(base), knee, e_max), 1e-6))
+    # Below the knee the curve is the identity: keep the 1/1 brightness exactly there.
+    m_out = np.where(np.exp(base) <= knee, m, np.exp(target_base + detail))
+    gain = m_out / np.maximum(m, 1e-6)
+    label = clean * gain[None]
+    brightest = np.minimum(clean * ratios[0], 1.0)
+    darkest = np.minimum(clean * ratios[-1], 1.0)
+    return np.clip(label, darkest, brightest).astype(np.float32)
+
+
+# --- scenes -------------------------------------------------------------------------------------
+
+
+def procedural_scene(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A procedural radiance map (height, width, 3) float32 >= 0: a sky gradient, textured ground
+    with shadows, bright windows and a light source with its glow (dynamic range ~1e4)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y /= height
+    x /= width
+
+    def noise(octaves: int = 5) -> np.ndarray:
+        out = np.zeros((height, width), np.float32)
+        for o in range(octaves):
+            cells = 2 ** (o + 2)
+            small = rng.random((cells + 1, cells + 1)).astype(np.float32)
+            out += cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) / 2**o
+        return out / 2
+
+    horizon = rng.uniform(0.35, 0.65) + 0.08 * (noise(3) - 0.5)
+    sky_colour = np.array([rng.uniform(0.5, 0.8), rng.uniform(0.7, 0.9), 1.0], np.float32)
+    sky = (rng.uniform(4, 12) * (1.2 - y) + 3 * noise(4))[..., None] * sky_colour
+    ground_colour = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+    texture = 0.1 + noise(6) ** 2
+    shadow = np.where(noise(2) > 0.55, rng.uniform(0.05, 0.2), 1.0).astype(np.float32)
+    ground = (rng.uniform(0.3, 1.2) * texture * shadow)[..., None] * ground_colour
+    scene = np.where((y < horizon)[..., None], sky, ground)
+    for _ in range(rng.integers(1, 5)):  # lit windows / signs
+        h0, w0 = rng.uniform(0.05, 0.2) * height, rng.uniform(0.03, 0.15) * width
+        cy, cx = rng.uniform(horizon.mean(), 1.0) * height, rng.uniform(0, 1) * width
+        box = (np.abs(y * height - cy) < h0 / 2) & (np.abs(x * width - cx) < w0 / 2)
+        scene[box] = rng.uniform(8, 40) * rng.uniform(0.6, 1.0, 3).astype(np.float32)
+    sy, sx = rng.uniform(0.05, 0.4) * height, rng.uniform(0.1, 0.9) * width
+    r2 = ((y * height - sy) ** 2 + (x * width - sx) ** 2) / (0.02 * min(height, width)) ** 2
+    scene += (rng.uniform(200, 2000) * np.exp(-r2) + rng.uniform(5, 30) * np.exp(-r2 / 60))[..., None] * np.array([1.0, 0.95, 0.85], np.float32)
+    return np.maximum(scene, 0).astype(np.float32)
+
+
+# --- rendering a bracket ------------------------------------------------------------------------
+
+
+def _prepare(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    h, w = cfg.height, cfg.width
+    scale = rng.uniform(*cfg.scale)
+    scale = max(scale, h / radiance.shape[0], w / radiance.shape[1])  # the crop must fit
+    if abs(scale - 1) > 1e-3:
+        size = (max(w, round(radiance.shape[1] * scale)), max(h, round(radiance.shape[0] * scale)))
+        radiance = cv2.resize(radiance, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    top = int(rng.integers(0, radiance.shape[0] - h + 1))
+    left = int(rng.integers(0, radiance.shape[1] - w + 1))
+    crop = radiance[top : top + h, left : left + w]
+    flip_h = bool(rng.integers(2))  # horizontal only: skies stay on top
+    if flip_h:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop, dtype=np.float32), {"scale": scale, "crop": [top, left, h, w], "flip_h": flip_h}
+
+
+def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator, source: str = "procedural") -> SynthBracket:
+    """Synthesise one bracket from a radiance map (H, W, 3) float32 >= 0 (linear Rec.709)."""
+    if radiance.shape[0] < cfg.height or radiance.shape[1] < cfg.width:
+        if radiance.shape[0] * 2 < cfg.height or radiance.shape[1] * 2 < cfg.width:
+            raise FuseError(f"{source}: radiance map {radiance.shape[1]}x{radiance.shape[0]} is too small for {cfg.width}x{cfg.height} brackets")
+    crop, params = _prepare(radiance, cfg, rng)
+    tint = np.array([1 + rng.uniform(-cfg.tint, cfg.tint), 1.0, 1 + rng.uniform(-cfg.tint, cfg.tint)])
+    rgb_to_cam = CANON_550D_XYZ_TO_CAM @ RGB_TO_XYZ @ np.diag(tint)
+    neutral = rgb_to_cam @ np.ones(3)  # camera response to a white surface under the tinted light
+    cam = np.maximum(crop @ rgb_to_cam.T.astype(np.float32), 0)
+    cam /= float(neutral.max())
+
+    cfa = (cfg.cfa or CFA_PATTERNS[int(rng.integers(len(CFA_PATTERNS)))]).upper()
+    channel = {"R": 0, "G": 1, "B": 2}
+    mosaic = np.empty(cam.shape[:2], np.float32)
+    for i, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        mosaic[dy::2, dx::2] = cam[dy::2, dx::2, channel[cfa[i]]]
+
+    share = rng.uniform(*cfg.clip_share)
+    level = float(np.quantile(mosaic, 1 - share))
+    exposure_scale = 1.0 / max(level, 1e-12)
+    clean = mosaic * exposure_scale  # the 1/1 frame before clipping and noise, in full-scale units
+
+    bits = int(rng.choice(cfg.bits))
+    black = float(rng.choice([64, 128, 256, 512]) * (4 if bits == 14 else 1))
+    white = float(2**bits - 1 - rng.integers(0, 2**bits // 16))
+    gain = math.exp(rng.uniform(math.log(cfg.shot_noise[0]), math.log(cfg.shot_noise[1])))
+    read = math.exp(rng.uniform(math.log(cfg.read_noise[0]), math.log(cfg.read_noise[1])))
+    mosaics = np.empty((len(cfg.ratios),) + mosaic.shape, np.uint16)
+    for k, r in enumerate(cfg.ratios):
+        signal = np.minimum(clean * r, 4.0)  # beyond 4x full scale the value is clipped anyway
+        noisy = rng.poisson(signal / gain).astype(np.float32) * gain + rng.normal(0.0, read, signal.shape).astype(np.float32)
+        mosaics[k] = np.clip(np.round(noisy * (white - black) + black), 0, white).astype(np.uint16)
+
+    label = render_label(pack_bayer(clean, cfa), cfg.ratios, cfg.label_knee, cfg.label_detail_radius)
+    camera = CameraInfo(
+        make="fusecli",
+        model="synthetic (Canon EOS 550D colour)",
+        cfa=cfa,
+        black_level=(black,) * 4,
+        white_level=white,
+        white_balance=(float(neutral[1] / neutral[0]), 1.0, float(neutral[1] / neutral[2])),
+        color_matrix=tuple(float(v) for v in CANON_550D_XYZ_TO_CAM.ravel()),
+    )
+    base_time = 2.0 ** -int(rng.integers(cfg.base_time[0], cfg.base_time[1] + 1))
+    iso = float(rng.choice([100, 200, 400, 800, 1600]))
+    start = datetime(2026, 1, 1, 12, 0, 0) + timedelta(seconds=int(rng.integers(0, 86400 * 300)))
+    exposures = [Exposure(time=base_time * r, aperture=8.0, iso=iso, timestamp=start + timedelta(seconds=k)) for k, r in enumerate(cfg.ratios)]
+    params.update(
+        source=source,
+        cfa=cfa,
+        bits=bits,
+        black=black,
+        white=white,
+        ratios=list(cfg.ratios),
+        clip_share=share,
+        shot_noise_gain=gain,
+        read_noise_std=read,
+        tint=tint.tolist(),
+        base_time=base_time,
+        iso=iso,
+        label={"method": "base/detail, bilateral filter, log highlight curve", "knee": cfg.label_knee, "radius": cfg.label_detail_radius},
+    )
+    return SynthBracket(mosaics=mosaics, label=label, camera=camera, exposures=exposures, params=params)
+
+
+def write_bracket(folder: Path, bracket: SynthBracket) -> None:
+    """Write a bracket as ``folder/frame_1.dng ... frame_K.dng`` (brightest first), ``label.tif`` and
+    ``synth.json``. Written to a hidden temporary folder, then renamed: all or nothing."""
+    folder = Path(folder)
+    if folder.exists():
+        raise FuseError(f"{folder}: already exists; fusecli synth never overwrites a stack")
+    tmp = folder.parent / f".{folder.name}.part"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for k, (mosaic, exposure) in enumerate(zip(bracket.mosaics, bracket.exposures), 1):
+            write_dng(tmp / f"frame_{k}.dng", mosaic, bracket.camera, exposure, software="fusecli synth")
+        write_label(tmp / "label.tif", bracket.label)
+        (tmp / "synth.json").write_text(json.dumps(bracket.params, indent=2) + "\n")
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def synthesise(
+    radiance_paths: Sequence[Path],
+    out: Path,
+    stacks_per_map: int = 1,
+    procedural: int = 0,
+    cfg: SynthConfig | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """Write ``stacks_per_map`` brackets per radiance map plus ``procedural`` procedural ones into
+    ``out`` (one folder each); returns the folders written."""
+    cfg = cfg or SynthConfig()
+    out = Path(out)
+    jobs: list[tuple[str, Path | None]] = [(p.stem, p) for p in map(Path, radiance_paths) for _ in range(stacks_per_map)]
+    jobs += [("procedural", None)] * procedural
+    if not jobs:
+        raise FuseError("fusecli synth: give at least one radiance map (.exr/.hdr) or --procedural N")
+    for _, p in jobs:
+        if p is not None and not p.is_file():
+            raise FuseError(f"{p}: no such file")
+    out.mkdir(parents=True, exist_ok=True)
+    written, counts, cache = [], {}, {}
+    for i, (stem, path) in enumerate(jobs):
+        rng = np.random.default_rng([seed, i])
+        if path is None:
+            radiance = procedural_scene(cfg.height, cfg.width, rng)
+        else:
+            if path not in cache:
+                cache[path] = read_radiance(path)
+            radiance = cache[path]
+        counts[stem] = counts.get(stem, 0) + 1
+        folder = out / f"{stem.lower()}_{counts[stem]:03d}"
+        bracket = render_bracket(radiance, cfg, rng, source=str(path.name if path else "procedural"))
+        bracket.params["seed"] = [seed, i]
+        write_bracket(folder, bracket)
+        written.append(folder)
+    return written

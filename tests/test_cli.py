@@ -1,0 +1,93 @@
+"""The command line as a user runs it: CliRunner for most cases, one real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, smooth_scene, write_bracket_files
+from fusecli import __version__
+from fusecli.cli import app
+
+SAMPLES = ROOT / "samples"
+runner = CliRunner()
+
+
+def test_inspect_samples_json():
+    result = runner.invoke(app, ["inspect", str(SAMPLES), "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["failed"] == 0
+    assert [s["name"] for s in data["stacks"]] == ["cannon_001", "cannon_002", "procedural_001"]
+    for stack in data["stacks"]:
+        assert stack["kind"] == "raw" and stack["channels"] == 4 and (stack["width"], stack["height"]) == (256, 192)
+        assert stack["ratios"] == [1.0, 0.25, 0.0625] and stack["ratio_source"] == "exif"
+        assert stack["label"].endswith("label.tif") and stack["cfa"] in ("RGGB", "BGGR", "GRBG", "GBRG")
+        assert [f["path"].rsplit("/", 1)[1] for f in stack["frames"]] == ["frame_1.dng", "frame_2.dng", "frame_3.dng"]
+
+
+def test_inspect_table_names_every_stack_and_decision(real):
+    result = runner.invoke(app, ["inspect", str(SAMPLES), str(real("ldr_stack_ssarcandy_taipei"))])
+    assert result.exit_code == 0
+    for text in ("cannon_001", "procedural_001", "frame_3.dng", "0.0625", "exif", "sidecar", "1/16", "one stack: the folder has an exposure list"):
+        assert text in result.stdout
+
+
+def test_missing_path_is_one_line_and_exit_1(tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"fusecli: error: {tmp_path / 'nope'}: no such file or folder"
+    assert "Traceback" not in result.output
+
+
+def test_one_bad_stack_does_not_hide_the_others(tmp_path):
+    write_bracket_files(tmp_path / "good", smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32])
+    write_bracket_files(tmp_path / "single", smooth_scene(), [1], times=[1 / 8])
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["failed"] == 1
+    good, single = data["stacks"]
+    assert good["ratios"] == [1.0, 0.25] and "only 1 frame" in single["error"]
+    assert "single" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_ratios_option(tmp_path):
+    write_bracket_files(tmp_path, smooth_scene(), [1, 0.25, 0.0625])
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--json", "--ratios", "1,0.3,0.1"])
+    assert result.exit_code == 0
+    [stack] = json.loads(result.stdout)["stacks"]
+    assert stack["ratios"] == [1.0, 0.3, 0.1] and stack["ratio_source"] == "user"
+    bad = runner.invoke(app, ["inspect", str(tmp_path), "--ratios", "1,fast"])
+    assert bad.exit_code == 1 and "expected comma-separated numbers" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "fuse", "eval"])
+def test_later_commands_say_not_implemented(command):
+    result = runner.invoke(app, [command])
+    assert result.exit_code == 2 and "not implemented yet" in result.stderr and not result.stdout
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"fusecli {__version__}"
+
+
+def test_synth_command_writes_readable_stacks(tmp_path):
+    result = runner.invoke(app, ["synth", "--procedural", "2", "--size", "64x48", "--cfa", "BGGR", "-o", str(tmp_path), "--seed", "3"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "procedural_001"), str(tmp_path / "procedural_002")]
+    listed = json.loads(runner.invoke(app, ["inspect", str(tmp_path), "--json"]).stdout)
+    assert [s["cfa"] for s in listed["stacks"]] == ["BGGR", "BGGR"]
+    again = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x48", "-o", str(tmp_path)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    bad = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x47", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "must be even" in bad.stderr
+
+
+def test_installed_command_runs_as_a_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "fusecli", "inspect", str(SAMPLES), "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["stacks"]) == 3
