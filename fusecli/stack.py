@@ -48,7 +48,6 @@ class StackSource:
     frames: tuple[FrameInfo, ...]
     label: Path | None = None
     sidecar: Path | None = None
-    cameras: tuple[CameraInfo | None, ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
@@ -222,11 +221,10 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-def _probe(path: Path) -> list[tuple[FrameInfo, CameraInfo | None]]:
+def _probe(path: Path) -> list[FrameInfo]:
     if path.suffix.lower() in RAW_EXTENSIONS:
-        info, camera = raw_io.probe_raw(path)
-        return [(info, camera)]
-    return [(info, None) for info in image_io.probe(path)]
+        return [raw_io.probe_raw(path)]
+    return image_io.probe(path)
 
 
 def _is_frame_file(path: Path) -> bool:
@@ -246,19 +244,18 @@ def _drop_raw_duplicates(files: list[Path]) -> tuple[list[Path], list[str]]:
     return kept, ([f"ignored {dropped} non-RAW file(s) that duplicate a RAW of the same name"] if dropped else [])
 
 
-def _capture_order(items: list[tuple[FrameInfo, CameraInfo | None]]) -> list[tuple[FrameInfo, CameraInfo | None]]:
-    if all(i.timestamp is not None for i, _ in items):
-        return sorted(items, key=lambda x: (x[0].timestamp, _natural_key(x[0].path), x[0].page or 0))
-    return sorted(items, key=lambda x: (_natural_key(x[0].path), x[0].page or 0))
+def _capture_order(items: list[FrameInfo]) -> list[FrameInfo]:
+    if all(i.timestamp is not None for i in items):
+        return sorted(items, key=lambda i: (i.timestamp, _natural_key(i.path), i.page or 0))
+    return sorted(items, key=lambda i: (_natural_key(i.path), i.page or 0))
 
 
-def _split_brackets(items: list[tuple[FrameInfo, CameraInfo | None]]) -> list[list[tuple[FrameInfo, CameraInfo | None]]]:
-    groups: list[list[tuple[FrameInfo, CameraInfo | None]]] = []
-    for item in items:
-        info = item[0]
+def _split_brackets(items: list[FrameInfo]) -> list[list[FrameInfo]]:
+    groups: list[list[FrameInfo]] = []
+    for info in items:
         if groups:
             current = groups[-1]
-            first, previous = current[0][0], current[-1][0]
+            first, previous = current[0], current[-1]
             same_kind = (info.camera, info.width, info.height, info.channels) == (first.camera, first.width, first.height, first.channels)
             gap = (
                 info.timestamp is not None
@@ -267,43 +264,36 @@ def _split_brackets(items: list[tuple[FrameInfo, CameraInfo | None]]) -> list[li
             )
             repeated = info.exposure_time is not None and any(
                 f.exposure_time is not None and abs(f.exposure_time - info.exposure_time) <= SAME_EXPOSURE * info.exposure_time
-                for f, _ in current
+                for f in current
             )
             if same_kind and not gap and not repeated:
-                current.append(item)
+                current.append(info)
                 continue
-        groups.append([item])
+        groups.append([info])
     return groups
 
 
-def _make_source(name: str, items, label=None, sidecar=None, notes=()) -> StackSource:
-    return StackSource(
-        name=name,
-        frames=tuple(i for i, _ in items),
-        label=label,
-        sidecar=sidecar,
-        cameras=tuple(c for _, c in items),
-        notes=tuple(notes),
-    )
+def _make_source(name: str, items: list[FrameInfo], label=None, sidecar=None, notes=()) -> StackSource:
+    return StackSource(name=name, frames=tuple(items), label=label, sidecar=sidecar, notes=tuple(notes))
 
 
-def _group(items, folder_name: str, label: Path | None, sidecar: Path | None, group_size: int | None, notes: list[str]) -> list[StackSource]:
+def _group(items: list[FrameInfo], folder_name: str, label: Path | None, sidecar: Path | None, group_size: int | None, notes: list[str]) -> list[StackSource]:
     items = _capture_order(items)
     if label is not None or sidecar is not None:
-        why = "label" if label is not None else "exposure list"
-        return [_make_source(folder_name, items, label, sidecar, notes + [f"one stack: the folder has an {why}" if why[0] == "e" else "one stack: the folder has a label"])]
+        why = "a label" if label is not None else "an exposure list"
+        return [_make_source(folder_name, items, label, sidecar, notes + [f"one stack: the folder has {why}"])]
     if group_size is not None:
         if len(items) % group_size:
-            raise FuseError(f"{items[0][0].path.parent}: {len(items)} frames do not split into brackets of --group-size {group_size}")
+            raise FuseError(f"{items[0].path.parent}: {len(items)} frames do not split into brackets of --group-size {group_size}")
         groups = [items[i : i + group_size] for i in range(0, len(items), group_size)]
         how = f"split into brackets of {group_size} (--group-size)"
     else:
         groups = _split_brackets(items)
-        has_time = all(i.timestamp is not None for i, _ in items)
+        has_time = all(i.timestamp is not None for i in items)
         how = "grouped by capture time, camera, size and exposure" if has_time else "grouped by camera, size and exposure (no capture times)"
     if len(groups) == 1:
         return [_make_source(folder_name, groups[0], notes=notes)]
-    return [_make_source(g[0][0].path.stem if g[0][0].page is None else f"{g[0][0].path.stem}_{g[0][0].page}", g, notes=notes + [how]) for g in groups]
+    return [_make_source(g[0].path.stem if g[0].page is None else f"{g[0].path.stem}_{g[0].page}", g, notes=notes + [how]) for g in groups]
 
 
 def _discover_folder(folder: Path, group_size: int | None) -> list[StackSource]:
@@ -316,10 +306,10 @@ def _discover_folder(folder: Path, group_size: int | None) -> list[StackSource]:
             raise FuseError(f"{folder}: more than one label ({', '.join(p.name for p in labels)})")
         sidecars = [folder / n for n in SIDECAR_NAMES if (folder / n).is_file()] + sorted(folder.glob("*_image_list.txt"))
         items = [item for f in files for item in _probe(f)]
-        multipage = [f for f in files if f.suffix.lower() in {".tif", ".tiff"} and sum(1 for i, _ in items if i.path == f) > 1]
+        multipage = [f for f in files if f.suffix.lower() in {".tif", ".tiff"} and sum(1 for i in items if i.path == f) > 1]
         for f in multipage:  # a multi-page TIFF is a stack of its own
-            stacks.append(_make_source(f.stem, [it for it in items if it[0].path == f], notes=["one multi-page TIFF"]))
-        single = [it for it in items if it[0].path not in multipage]
+            stacks.append(_make_source(f.stem, [i for i in items if i.path == f], notes=["one multi-page TIFF"]))
+        single = [i for i in items if i.path not in multipage]
         if single:
             stacks += _group(single, folder.name, labels[0] if labels else None, sidecars[0] if sidecars else None, group_size, notes)
     for sub in entries:
@@ -352,13 +342,13 @@ def discover(paths: Sequence[Path], group_size: int | None = None) -> list[Stack
         if len(files) == 1 and len(items) > 1:
             stacks.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
         else:
-            stacks += _group(items, items[0][0].path.stem, None, None, group_size, notes)
+            stacks += _group(items, items[0].path.stem, None, None, group_size, notes)
     names: dict[str, int] = {}
     unique = []
     for s in stacks:  # stack names become output names: keep them unique
         n = names.get(s.name, 0)
         names[s.name] = n + 1
-        unique.append(s if n == 0 else StackSource(f"{s.name}_{n + 1}", s.frames, s.label, s.sidecar, s.cameras, s.notes))
+        unique.append(s if n == 0 else dataclasses.replace(s, name=f"{s.name}_{n + 1}"))
     return unique
 
 
@@ -378,10 +368,6 @@ def validate(source: StackSource) -> None:
             raise FuseError(f"{f.path}: camera {f.camera or 'unknown'} differs from {first.name}'s {first.camera or 'unknown'} in stack {source.name}")
         if (f.kind == "raw") != (first.kind == "raw") or f.channels != first.channels:
             raise FuseError(f"{f.path}: a {f.kind} frame with {f.channels} channel(s) among {first.kind} frames with {first.channels} in stack {source.name}")
-    cams = [c for c in source.cameras if c is not None]
-    for f, c in zip(frames[1:], cams[1:]):
-        if (c.cfa, c.black_level, c.white_level) != (cams[0].cfa, cams[0].black_level, cams[0].white_level):
-            raise FuseError(f"{f.path}: sensor layout (CFA, black/white level) differs from {first.name}'s in stack {source.name}")
 
 
 def load_stack(source: StackSource, ratios: Sequence[float] | None = None, transfer: image_io.Transfer = "auto") -> Stack:
@@ -396,11 +382,14 @@ def load_stack(source: StackSource, ratios: Sequence[float] | None = None, trans
     # With the order known from metadata, each frame is decoded straight into its final slot.
     decode_order = plan[0] if plan is not None else list(range(len(infos)))
     frames = np.empty((len(infos), first.channels, first.height, first.width), dtype=np.float32)
-    cameras = list(source.cameras)
+    cameras: list[CameraInfo | None] = [None] * len(infos)
     for slot, k in enumerate(decode_order):
         info = infos[k]
         if info.kind == "raw":
             _, _, cameras[k] = raw_io.read_raw(info.path, out=frames[slot])
+            ref = next(c for c in cameras if c is not None)
+            if (cameras[k].cfa, cameras[k].black_level, cameras[k].white_level) != (ref.cfa, ref.black_level, ref.white_level):
+                raise FuseError(f"{info.path}: sensor layout (CFA, black/white level) differs from the other frames of stack {source.name}")
         else:
             planes = image_io.read_frame(info, transfer)
             if planes.shape != frames.shape[1:]:
@@ -451,7 +440,6 @@ def describe(source: StackSource, ratios: Sequence[float] | None = None, transfe
     validate(source)
     plan = plan_exposures(source, ratios)
     notes = list(source.notes)
-    camera = next((c for c in source.cameras if c is not None), None)
     if plan is None:
         stack = load_stack(source, ratios, transfer)
         infos, found, how, notes, camera = stack.infos, stack.ratios, stack.ratio_source, list(stack.notes), stack.camera
@@ -462,7 +450,7 @@ def describe(source: StackSource, ratios: Sequence[float] | None = None, transfe
         if how in ("sidecar", "user") and source.sidecar is not None and infos[0].exposure_time is None:
             times = parse_sidecar(source.sidecar)  # show the list's times where EXIF has none
             infos = tuple(dataclasses.replace(i, exposure_time=_sidecar_time(times, i)) for i in infos)
-        camera = source.cameras[order[0]] if source.cameras else camera
+        camera = raw_io.read_camera(infos[0].path) if source.kind == "raw" else None  # one decode: CFA and levels
         stack_transfer = "linear" if source.kind == "raw" else image_io.resolve_transfer(infos[0], transfer)
     first = infos[0]
     return {

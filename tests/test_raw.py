@@ -10,7 +10,7 @@ import tifffile
 from conftest import camera, smooth_scene, write_bracket_files
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import cfa_offsets, pack_bayer, probe_raw, read_raw, unpack_bayer
+from fusecli.io.raw import cfa_offsets, pack_bayer, probe_raw, read_camera, read_raw, unpack_bayer
 from fusecli.stack import discover, load_stack
 
 
@@ -52,7 +52,7 @@ def test_plane_order_is_canonical(cfa):
 
 def test_the_real_canon_dng(real):
     path = real("raw_single_canon_eos_kiss_x4_magiclantern_dng/colorchart.dng")
-    info, cam = probe_raw(path)
+    info, cam = probe_raw(path), read_camera(path)
     assert cam.cfa == "RGGB" and cam.black_level == (2056.0,) * 4 and cam.white_level == 15000
     assert (info.width, info.height) == (1734 // 2, 1156 // 2)
     # EXIF says exposure 0 (LibRaw would report 1 s): fusecli treats it as missing
@@ -71,7 +71,7 @@ def test_a_bracket_from_the_real_dng_with_zero_exposure_gets_estimated_ratios(re
     path = real("raw_single_canon_eos_kiss_x4_magiclantern_dng/colorchart.dng")
     with rawpy.imread(str(path)) as raw:
         mosaic = raw.raw_image_visible[:1156, :1734].astype(np.float64)
-    _, cam = probe_raw(path)
+    cam = read_camera(path)
     scene = (mosaic - 2056) / (15000 - 2056) * 1.5  # brighter than the capture, so the 1/1 frame clips
     write_bracket_files(tmp_path / "bracket", scene, [1, 0.25, 0.0625], cam=cam, times=[0, 0, 0])
     [source] = discover([tmp_path / "bracket"])
@@ -102,4 +102,4 @@ def test_non_bayer_dng_is_refused(tmp_path):
     tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "x", True), (50717, "I", 1, (4095,), True)]
     tifffile.imwrite(path, np.full((32, 48, 3), 1000, np.uint16), photometric=34892, extratags=tags, metadata=None)
     with pytest.raises(FuseError, match=r"linear\.dng: not a Bayer sensor"):
-        probe_raw(path)
+        read_raw(path)

@@ -143,33 +143,54 @@ def _tiff_metadata(path: Path) -> dict:
     return out
 
 
-def _describe(raw: rawpy.RawPy, path: Path) -> tuple[FrameInfo, CameraInfo]:
-    cfa = _cfa(raw, path)
+_TIFF_BASED = {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".pef", ".erf", ".tif", ".tiff", ".3fr", ".dcr", ".kdc", ".mos", ".iiq", ".rwl"}
+
+
+def _frame_info(raw: rawpy.RawPy, path: Path, meta: dict) -> FrameInfo:
+    """Frame metadata from LibRaw's sizes (no unpack needed) and the EXIF read by tifffile.
+
+    rawpy unpacks the whole mosaic before it answers any other property (``other``, black levels,
+    the CFA pattern...), so LibRaw's exposure values are asked for only for RAWs that are not
+    TIFF-based (CR3, RAF, RW2, ORF...), whose EXIF tifffile cannot read.
+    """
     sizes = raw.sizes
     check_dimensions(path, sizes.width, sizes.height)
-    meta = _tiff_metadata(path) if path.suffix.lower() in {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".pef", ".erf", ".tif", ".tiff"} else {}
-    other = raw.other
-    libraw_time = other.timestamp if other.timestamp and other.timestamp > datetime(1971, 1, 1) else None
-    def pick(key: str, libraw_value: float) -> float | None:  # EXIF when the file has the tag
-        return positive(meta[key]) if meta.get(key) is not None else positive(libraw_value)
+    other = None
 
-    exposure = pick("exposure_time", other.shutter_speed)
-    timestamp = parse_exif_datetime(meta.get("timestamp")) or libraw_time
-    make = (meta.get("make") or "").strip() or "unknown"
-    model = (meta.get("model") or "").strip() or "camera"
-    info = FrameInfo(
+    def pick(key: str, field: str) -> float | None:  # EXIF when tifffile parsed it, else LibRaw
+        nonlocal other
+        if meta:  # LibRaw reads the same EXIF: a missing tag stays missing
+            return positive(meta.get(key))
+        if other is None:
+            other = raw.other
+        return positive(getattr(other, field))
+
+    exposure = pick("exposure_time", "shutter_speed")
+    iso = pick("iso", "iso_speed")
+    aperture = pick("aperture", "aperture")
+    timestamp = parse_exif_datetime(meta.get("timestamp"))
+    if timestamp is None and other is not None and other.timestamp and other.timestamp > datetime(1971, 1, 1):
+        timestamp = other.timestamp
+    make = (meta.get("make") or "").strip()
+    model = (meta.get("model") or "").strip()
+    camera = (model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()) or None
+    return FrameInfo(
         path=path,
         width=sizes.width // 2,
         height=sizes.height // 2,
         channels=4,
         kind="raw",
         exposure_time=exposure,
-        iso=pick("iso", other.iso_speed),
-        aperture=pick("aperture", other.aperture),
+        iso=iso,
+        aperture=aperture,
         timestamp=timestamp,
-        camera=model if model.lower().startswith(make.lower()) else f"{make} {model}",
-        bit_depth=int(raw.white_level).bit_length(),
+        camera=camera,
     )
+
+
+def _sensor(raw: rawpy.RawPy, path: Path, meta: dict) -> CameraInfo:
+    """The sensor description of an unpacked RAW (refuses non-Bayer sensors)."""
+    cfa = _cfa(raw, path)
     offsets = cfa_offsets(cfa)
     pattern = raw.raw_pattern
     black_by_colour = raw.black_level_per_channel
@@ -186,8 +207,8 @@ def _describe(raw: rawpy.RawPy, path: Path) -> tuple[FrameInfo, CameraInfo]:
     if matrix is None and np.any(raw.rgb_xyz_matrix[:3]):
         matrix = tuple(float(v) for v in raw.rgb_xyz_matrix[:3].ravel())
     camera = CameraInfo(
-        make=make,
-        model=model,
+        make=(meta.get("make") or "unknown").strip(),
+        model=(meta.get("model") or "camera").strip(),
         cfa=cfa,
         black_level=black,  # type: ignore[arg-type]
         white_level=float(raw.white_level),
@@ -197,14 +218,28 @@ def _describe(raw: rawpy.RawPy, path: Path) -> tuple[FrameInfo, CameraInfo]:
     )
     if any(camera.white_level <= b for b in black):
         raise FuseError(f"{path}: white level {camera.white_level:g} is not above the black level {max(black):g}")
-    return info, camera
+    return camera
 
 
-def probe_raw(path: Path) -> tuple[FrameInfo, CameraInfo]:
-    """Read a RAW file's header (no pixel decoding): its frame metadata and sensor description."""
+def _metadata(path: Path) -> dict:
+    return _tiff_metadata(path) if path.suffix.lower() in _TIFF_BASED else {}
+
+
+def probe_raw(path: Path) -> FrameInfo:
+    """A RAW file's frame metadata without decoding its pixels (for TIFF-based RAWs: DNG, CR2, NEF,
+    ARW...; other formats need LibRaw's unpack to report their exposure)."""
     raw = _open(path, unpack=False)
     try:
-        return _describe(raw, path)
+        return _frame_info(raw, path, _metadata(path))
+    finally:
+        raw.close()
+
+
+def read_camera(path: Path) -> CameraInfo:
+    """The sensor description of a RAW file (CFA, levels, white balance, colour matrix)."""
+    raw = _open(path, unpack=True)
+    try:
+        return _sensor(raw, path, _metadata(path))
     finally:
         raw.close()
 
@@ -216,13 +251,15 @@ def read_raw(path: Path, out: np.ndarray | None = None) -> tuple[np.ndarray, Fra
     """
     raw = _open(path, unpack=True)
     try:
-        info, camera = _describe(raw, path)
+        meta = _metadata(path)
+        info, camera = _frame_info(raw, path, meta), _sensor(raw, path, meta)
         visible = raw.raw_image_visible
         h2, w2 = visible.shape[0] // 2, visible.shape[1] // 2
         if out is not None and (out.shape != (4, h2, w2) or out.dtype != np.float32):
             raise FuseError(f"{path}: decoded planes (4, {h2}, {w2}) differ from the stack's {tuple(out.shape)}")
         planes = out if out is not None else np.empty((4, h2, w2), dtype=np.float32)
         for i, (dy, dx) in enumerate(cfa_offsets(camera.cfa)):
+            # arithmetic in place (a 64 Ki-entry lookup table was slower: bench/README.md)
             black = camera.black_level[i]
             np.subtract(visible[dy : 2 * h2 : 2, dx : 2 * w2 : 2], np.float32(black), out=planes[i], casting="unsafe")
             planes[i] *= np.float32(1.0 / (camera.white_level - black))
