@@ -74,10 +74,35 @@ def l1(y: torch.Tensor, y_star: torch.Tensor) -> torch.Tensor:
     return (y - y_star).abs().mean()
 
 
+def _diff_pairs(y: torch.Tensor, y_star: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(dx y, dx y*), (dy y, dy y*)]: computed once and shared by the gradient terms."""
+    return [(_dx(y), _dx(y_star)), (_dy(y), _dy(y_star))]
+
+
+def _highlight_masks(y_star: torch.Tensor, h_th: float, dtype: torch.dtype) -> list[torch.Tensor]:
+    """1 where the larger label pixel of a difference pair is >= h_th (x pairs, then y pairs)."""
+    with torch.no_grad():
+        ix = torch.maximum(y_star[..., :, 1:], y_star[..., :, :-1]) >= h_th
+        iy = torch.maximum(y_star[..., 1:, :], y_star[..., :-1, :]) >= h_th
+    return [ix.to(dtype), iy.to(dtype)]
+
+
+def _gradient_l1(pairs) -> torch.Tensor:
+    return sum((a - b).abs().mean() for a, b in pairs)
+
+
+def _grad_sign(pairs) -> torch.Tensor:
+    return sum(F.relu(-a * b).mean() for a, b in pairs)
+
+
+def _high_smooth(pairs, masks) -> torch.Tensor:
+    return sum(((a - b).abs() * m).mean() for (a, b), m in zip(pairs, masks))
+
+
 def gradient_l1(y: torch.Tensor, y_star: torch.Tensor) -> torch.Tensor:
     """mean|dx y - dx y*| + mean|dy y - dy y*|. y, y_star: (B, C, H, W) in [0, 1] -> 0-dim >= 0."""
     _check_pair(y, y_star)
-    return (_dx(y) - _dx(y_star)).abs().mean() + (_dy(y) - _dy(y_star)).abs().mean()
+    return _gradient_l1(_diff_pairs(y, y_star))
 
 
 def grad_sign(y: torch.Tensor, y_star: torch.Tensor) -> torch.Tensor:
@@ -86,7 +111,7 @@ def grad_sign(y: torch.Tensor, y_star: torch.Tensor) -> torch.Tensor:
     y, y_star: (B, C, H, W) in [0, 1] -> 0-dim tensor in [0, 2].
     """
     _check_pair(y, y_star)
-    return F.relu(-_dx(y) * _dx(y_star)).mean() + F.relu(-_dy(y) * _dy(y_star)).mean()
+    return _grad_sign(_diff_pairs(y, y_star))
 
 
 def high_smooth(y: torch.Tensor, y_star: torch.Tensor, h_th: float = 0.8) -> torch.Tensor:
@@ -96,10 +121,7 @@ def high_smooth(y: torch.Tensor, y_star: torch.Tensor, h_th: float = 0.8) -> tor
     y, y_star: (B, C, H, W) in [0, 1] -> 0-dim tensor >= 0.
     """
     _check_pair(y, y_star)
-    with torch.no_grad():
-        ix = (torch.maximum(y_star[..., :, 1:], y_star[..., :, :-1]) >= h_th).to(y.dtype)
-        iy = (torch.maximum(y_star[..., 1:, :], y_star[..., :-1, :]) >= h_th).to(y.dtype)
-    return ((_dx(y) - _dx(y_star)).abs() * ix).mean() + ((_dy(y) - _dy(y_star)).abs() * iy).mean()
+    return _high_smooth(_diff_pairs(y, y_star), _highlight_masks(y_star, h_th, y.dtype))
 
 
 def luma_grad(y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -193,7 +215,7 @@ class LossConfig:
             + lambda_black*black_reg
     """
 
-    gamma: float = 10.0
+    gamma: float = 40.0
     eta: float = 4.0
     h_th: float = 0.8
     lambda_luma: float = 1.0
@@ -254,12 +276,14 @@ class FusionLoss(torch.nn.Module):
         cfg = self.config
         if frames.ndim != 5 or frames.shape[0] != y.shape[0] or frames.shape[2:] != y.shape[1:]:
             raise ValueError(f"frames {tuple(frames.shape)} must be (B, K, C, H, W) for y {tuple(y.shape)}")
+        _check_pair(y, y_star)
         reference = frames[:, 0] if cfg.luma_reference == "frame" else y_star
+        pairs = _diff_pairs(y, y_star)  # shared by the three gradient terms
         terms = {
             "l1": l1(y, y_star),
-            "gradient_l1": gradient_l1(y, y_star),
-            "grad_sign": grad_sign(y, y_star),
-            "high_smooth": high_smooth(y, y_star, cfg.h_th),
+            "gradient_l1": _gradient_l1(pairs),
+            "grad_sign": _grad_sign(pairs),
+            "high_smooth": _high_smooth(pairs, _highlight_masks(y_star, cfg.h_th, y.dtype)),
             "luma_grad": luma_grad(y, reference),
             "black_reg": black_reg(weights, frames, y_star, cfg.black_threshold, cfg.black_kernel),
         }

@@ -257,6 +257,12 @@ def test_fusion_loss_is_the_weighted_sum_of_its_terms():
         t["l1"] + t["gradient_l1"] + 3.0 * t["grad_sign"] + 2.0 * t["high_smooth"] + 5.0 * t["luma_grad"] + 0.5 * t["black_reg"]
     )
     assert total.item() == pytest.approx(expected.item())
+    # the combined loss shares work between terms: each must still equal its own function
+    assert t["l1"].item() == pytest.approx(l1(y, label).item())
+    assert t["gradient_l1"].item() == pytest.approx(gradient_l1(y, label).item())
+    assert t["grad_sign"].item() == pytest.approx(grad_sign(y, label).item())
+    assert t["high_smooth"].item() == pytest.approx(high_smooth(y, label, 0.3).item())
+    assert t["black_reg"].item() == pytest.approx(black_reg(weights, frames, label).item())
     assert t["luma_grad"].item() == pytest.approx(luma_grad(y, frames[:, 0]).item())
     _, t_label = FusionLoss(LossConfig(luma_reference="label"))(y, label, frames, weights)
     assert t_label["luma_grad"].item() == pytest.approx(luma_grad(y, label).item())
