@@ -3,22 +3,20 @@
     python bench/bench_losses.py [--batch 16] [--size 512] [--frames 3] [--device cpu|cuda]
                                  [--system-malloc]
 
-Prints the median of --repeat timed runs after one warm-up, per weight mode (per frame: 1 weight
+Prints the median of --repeat timed runs after two warm-ups, per weight mode (per frame: 1 weight
 channel; per frame and channel: 4): the loss alone (fused image and weights as leaf tensors), and
 with the softmax and weighted sum that produce them. ``--system-malloc`` leaves glibc's default
 allocator behaviour (see fusecli/runtime.py) to show what it costs.
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from common import describe, median_seconds  # noqa: E402
 
 from fusecli.losses import FusionLoss  # noqa: E402
 from fusecli.runtime import keep_freed_memory  # noqa: E402
@@ -33,11 +31,8 @@ def run(batch: int, size: int, k: int, cw: int, device: str, repeat: int, loss_o
         leaf_weights = torch.softmax(logits, dim=1).detach().requires_grad_()
         leaf_fused = (leaf_weights * frames).sum(dim=1).detach().requires_grad_()
     loss = FusionLoss()
-    times = []
-    for i in range(repeat + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def step() -> None:
         if loss_only:
             weights, fused = leaf_weights, leaf_fused
         else:
@@ -46,11 +41,9 @@ def run(batch: int, size: int, k: int, cw: int, device: str, repeat: int, loss_o
         total, _ = loss(fused, label, frames, weights)
         total.backward()
         logits.grad = weights.grad = fused.grad = None
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:  # two warm-up runs: the heap grows to its working size
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+
+    # two warm-up runs: the heap grows to its working size
+    return median_seconds(step, repeat, warmup=2, sync=torch.cuda.synchronize if device == "cuda" else None)
 
 
 def main() -> None:

@@ -7,31 +7,19 @@ The DNG is synthesised into a temporary folder (uncompressed 14-bit, as many cam
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import rawpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from common import describe, median_seconds  # noqa: E402
 
 from fusecli.io.dng import Exposure, write_dng  # noqa: E402
 from fusecli.io.raw import CameraInfo, probe_raw, read_raw  # noqa: E402
 from fusecli.runtime import keep_freed_memory  # noqa: E402
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up: page cache, imports
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -54,9 +42,9 @@ def main() -> None:
             with rawpy.imread(str(path)) as raw:
                 raw.raw_image_visible.copy()
 
-        t_rawpy = median_time(rawpy_only, a.repeat)
-        t_fusecli = median_time(lambda: read_raw(path), a.repeat)
-        t_probe = median_time(lambda: probe_raw(path), a.repeat)
+        t_rawpy = median_seconds(rawpy_only, a.repeat)
+        t_fusecli = median_seconds(lambda: read_raw(path), a.repeat)
+        t_probe = median_seconds(lambda: probe_raw(path), a.repeat)
     print(f"DNG {w}x{h} ({w * h / 1e6:.1f} MP, {size_mb:.0f} MB, uncompressed 16-bit container), median of {a.repeat}")
     print(f"{'step':<44}{'seconds':>9}")
     print(f"{'rawpy open + unpack + copy of the mosaic':<44}{t_rawpy:>9.3f}")

@@ -1,7 +1,9 @@
-"""What every benchmark prints first: the machine its figures come from."""
+"""What the benchmarks share: the machine line they print first, and a median timer."""
 
 import os
 import platform
+import statistics
+import time
 
 import torch
 
@@ -22,3 +24,21 @@ def describe() -> str:
         f"machine: {cpu}, {cores} cores usable, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {device}, Python {platform.python_version()}"
     )
+
+
+def median_seconds(fn, repeat: int, warmup: int = 1, sync=None) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` untimed ones.
+
+    ``sync`` (e.g. torch.cuda.synchronize) is called before each clock read when given.
+    """
+    times = []
+    for i in range(warmup + repeat):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
