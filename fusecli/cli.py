@@ -166,9 +166,71 @@ def synth(
 
 
 @app.command()
-def train() -> None:
-    """Train the fusion network on stacks with labels (not implemented yet)."""
-    _not_implemented("train")
+def train(
+    datasets: List[Path] = typer.Argument(None, help="Folders of stacks with labels (label.* beside the frames)."),
+    run: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder: config, log.jsonl, checkpoints, cache."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration ([model], [loss], [optim], [data], [train])."),
+    val: List[Path] = typer.Option([], "--val", help="Held-out folder(s) of labelled stacks (default: a fraction of the datasets)."),
+    synth: List[Path] = typer.Option([], "--synth", help="Radiance maps (.exr/.hdr) to synthesise training brackets from."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
+    overrides: List[str] = typer.Option([], "--set", help="Any setting as section.key=value, e.g. loss.gamma=20."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Write the trained model (best checkpoint) as PATH.safetensors + PATH.json."),
+) -> None:
+    """Train the fusion network on labelled stacks (or brackets synthesised from radiance maps)."""
+    from fusecli.train import TrainConfig, apply_overrides, load_checkpoint, train as run_training
+
+    with user_errors():
+        if resume is not None:
+            if run is not None and run != resume:
+                raise FuseError("--resume RUN continues RUN: do not give another --run-dir")
+            run = resume
+            cfg = TrainConfig.from_dict(load_checkpoint(resume)["config"], source=str(resume / "last.pt"))
+        else:
+            if run is None:
+                raise FuseError("--run-dir DIR is required: the folder for the configuration, log and checkpoints")
+            cfg = TrainConfig.from_toml(config) if config else TrainConfig()
+        flags = {"steps": steps, "batch_size": batch_size, "optim.lr": lr, "seed": seed, "device": device, "data.workers": workers}
+        sets = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+        if datasets:
+            sets.append(f"data.datasets={json.dumps([str(p) for p in datasets])}")
+        if val:
+            sets.append(f"data.val={json.dumps([str(p) for p in val])}")
+        if synth:
+            sets.append(f"data.synth_radiance={json.dumps([str(p) for p in synth])}")
+        cfg = apply_overrides(cfg, sets + list(overrides))
+        try:
+            summary = _train_with_progress(run_training, cfg, run, resume is not None, export)
+        except KeyboardInterrupt:
+            typer.echo(f"fusecli train: interrupted; checkpoint saved, continue with: fusecli train --resume {run}", err=True)
+            raise typer.Exit(130) from None
+    if summary:
+        typer.echo(json.dumps({"validation": summary}))
+
+
+def _train_with_progress(run_training, cfg, run: Path, resume: bool, export: Optional[Path]) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("train", total=cfg.steps, info="")
+
+        def on_step(step: int, record: dict) -> None:
+            info = f"loss {record['total']:.4f}  l1 {record['l1']:.4f}  {record['samples_per_s']:.1f} samples/s"
+            if "val" in record:
+                info += f"  val {record['val']['total']:.4f} psnr {record['val']['psnr']:.2f}"
+                if not console.is_terminal:
+                    console.print(f"step {step}: {info}")
+            progress.update(task, completed=step, info=info)
+
+        return run_training(cfg, run, resume=resume, export=export, on_step=on_step)
 
 
 @app.command()

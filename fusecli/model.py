@@ -1,0 +1,255 @@
+"""The fusion network and its model files.
+
+FuseNet predicts, for every pixel, one weight per exposure (``weight_mode="frame"``) or per exposure
+and channel (``"channel"``), softmax-normalised over the K frames; the fused image is the weighted
+sum of the frames. The design follows MEF-Net (Ma et al. 2019) for speed at any resolution:
+
+1. the stack is area-downsampled so its longest side is about ``lowres`` pixels;
+2. a small network shared by every frame (so any K works) turns per-frame features into weight
+   logits at that low resolution. Its inputs do not depend on the channel count C: the mean, max and
+   min over channels, the log of the exposure-normalised brightness (an estimate of scene radiance)
+   and the log of the frame's ratio. Each layer also sees the mean over frames of the previous
+   layer (DeepSets-style cross-frame context), so the network is equivariant to the order of the
+   frames when their ratios come with them;
+3. a fast guided filter (He & Sun 2015) brings the logits back to full resolution, guided by each
+   frame's own brightness, so edges stay sharp; the full-resolution work is a few element-wise
+   passes: two bilinear upsamplings, one multiply-add, the softmax and the weighted sum.
+
+Per-frame weights work for any C with the same weights file; per-channel weights output C channels
+and so support only the C the model was trained with (the sidecar says which).
+
+A model file is ``NAME.safetensors`` (weights; loading never unpickles) plus ``NAME.json`` (format,
+architecture, supported C and K, input domain, loss configuration, training data, fusecli version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fusecli import __version__
+from fusecli.errors import FuseError
+
+FORMAT = "fusecli-model"
+FORMAT_VERSION = 1
+N_FEATURES = 5
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of FuseNet (what a model file's sidecar records)."""
+
+    width: int = 24
+    depth: int = 5  # dilated 3x3 layers after the first one (dilations 1, 2, 4, 8, ...)
+    weight_mode: Literal["frame", "channel"] = "frame"
+    channels: int | None = None  # required by weight_mode "channel": the C it predicts for
+    lowres: int = 128  # longest side of the stack the network sees
+    gf_radius: int = 1  # guided filter radius, in low-resolution pixels
+    gf_eps: float = 1e-3  # guided filter regularisation (guide in [0, 1])
+
+    def __post_init__(self) -> None:
+        if self.weight_mode not in ("frame", "channel"):
+            raise FuseError(f"model configuration: weight_mode must be 'frame' or 'channel', got {self.weight_mode!r}")
+        if self.weight_mode == "channel" and not self.channels:
+            raise FuseError("model configuration: weight_mode 'channel' needs channels (the C of the stacks, e.g. 4 for RAW)")
+        if self.width < 1 or self.depth < 0 or self.lowres < 8 or self.gf_radius < 0 or self.gf_eps <= 0:
+            raise FuseError(f"model configuration: invalid sizes in {self}")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model configuration") -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FuseError(f"{source}: unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @property
+    def weight_channels(self) -> int:
+        return 1 if self.weight_mode == "frame" else int(self.channels)  # type: ignore[arg-type]
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window of in-image pixels. x: (N, C, H, W) -> same shape."""
+    if r == 0:
+        return x
+    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+
+def fast_guided_filter(guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+    """Fast guided filter: fit target ~ A * guide + b locally at low resolution, apply at full resolution.
+
+    guide_lr (N, 1, h, w), target_lr (N, M, h, w), guide_hr (N, 1, H, W) -> (N, M, H, W).
+    kornia's guided_blur takes full-resolution inputs (its subsample option resamples them again);
+    here the target is born at low resolution, so the low-resolution fit is done directly.
+    """
+    mean_i = _box(guide_lr, r)
+    mean_p = _box(target_lr, r)
+    cov = _box(guide_lr * target_lr, r) - mean_i * mean_p
+    var = _box(guide_lr * guide_lr, r) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    a, b = _box(a, r), _box(b, r)
+    size = guide_hr.shape[-2:]
+    if a.shape[-2:] != size:
+        a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+        b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    return torch.addcmul(b, a, guide_hr)
+
+
+def frame_features(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+    """Per-frame inputs of the network, independent of C.
+
+    frames (B, K, C, h, w) in [0, 1]; ratios (B, K) in (0, 1] -> (B, K, 5, h, w): channel mean,
+    max and min, log2 of the exposure-normalised mean / 16, log2(ratio) / 8.
+    """
+    mean = frames.mean(dim=2, keepdim=True)
+    feats = [mean, frames.amax(dim=2, keepdim=True), frames.amin(dim=2, keepdim=True)]
+    log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
+    feats.append((torch.log2(mean + 1.0 / 1024) - log_ratio) / 16.0)
+    feats.append((log_ratio / 8.0).expand_as(mean))
+    return torch.cat(feats, dim=2)
+
+
+class FuseNet(nn.Module):
+    """forward(frames, ratios) -> (fused, weights).
+
+    frames (B, K, C, H, W) in [0, 1], brightest first; ratios (B, K) in (0, 1] -> fused (B, C, H, W)
+    in [0, 1] and weights (B, K, 1 or C, H, W), >= 0, summing to 1 over K at every pixel.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        w = cfg.width
+        self.inp = nn.Conv2d(2 * N_FEATURES, w, 3, padding=1)
+        self.layers = nn.ModuleList(nn.Conv2d(2 * w, w, 3, padding=2**i, dilation=2**i) for i in range(cfg.depth))
+        self.out = nn.Conv2d(2 * w, cfg.weight_channels, 1)
+
+    @staticmethod
+    def _with_context(h: torch.Tensor, b: int, k: int) -> torch.Tensor:
+        """(B*K, F, h, w) -> (B*K, 2F, h, w): each frame's features with the mean over its stack."""
+        hk = h.view(b, k, *h.shape[1:])
+        ctx = hk.mean(dim=1, keepdim=True).expand_as(hk)
+        return torch.cat([hk, ctx], dim=2).flatten(0, 1)
+
+    def logits(self, frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+        """Low-resolution weight logits. frames (B, K, C, h, w), ratios (B, K) -> (B, K, Cw, h, w)."""
+        b, k = frames.shape[:2]
+        h = frame_features(frames, ratios).flatten(0, 1)
+        h = F.leaky_relu(self.inp(self._with_context(h, b, k)), 0.2)
+        for layer in self.layers:
+            h = F.leaky_relu(layer(self._with_context(h, b, k)), 0.2) + h
+        return self.out(self._with_context(h, b, k)).view(b, k, -1, *h.shape[-2:])
+
+    def check_input(self, frames: torch.Tensor, ratios: torch.Tensor) -> None:
+        if frames.ndim != 5 or ratios.shape != frames.shape[:2]:
+            raise ValueError(f"expected frames (B, K, C, H, W) and ratios (B, K), got {tuple(frames.shape)} and {tuple(ratios.shape)}")
+        if frames.shape[1] < 2:
+            raise FuseError(f"a stack needs at least 2 frames, got K = {frames.shape[1]}")
+        if self.config.weight_mode == "channel" and frames.shape[2] != self.config.channels:
+            raise FuseError(f"this model predicts per-channel weights for C = {self.config.channels}; the stack has C = {frames.shape[2]}")
+
+    def forward(self, frames: torch.Tensor, ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(frames, ratios)
+        b, k, c, height, width = frames.shape
+        factor = max(1, math.ceil(max(height, width) / self.config.lowres))
+        flat = frames.flatten(0, 1)
+        small = F.avg_pool2d(flat, factor, ceil_mode=True) if factor > 1 else flat
+        logits_lr = self.logits(small.view(b, k, c, *small.shape[-2:]), ratios)
+        guide_lr = small.mean(dim=1, keepdim=True)
+        guide_hr = flat.mean(dim=1, keepdim=True)
+        logits = fast_guided_filter(guide_lr, logits_lr.flatten(0, 1), guide_hr, self.config.gf_radius, self.config.gf_eps)
+        weights = torch.softmax(logits.view(b, k, -1, height, width), dim=1)
+        fused = (weights * frames).sum(dim=1)
+        return fused, weights
+
+
+# --- model files ----------------------------------------------------------------------------------
+
+
+def default_model_path() -> Path:
+    """The bundled default model (``models/default.safetensors``, installed as package data)."""
+    return Path(str(resources.files("fusecli.models").joinpath("default.safetensors")))
+
+
+def _paths(path: Path) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_model(path: Path, model: FuseNet, meta: dict | None = None) -> tuple[Path, Path]:
+    """Write ``PATH.safetensors`` and ``PATH.json`` (each atomically). Returns both paths."""
+    from safetensors.torch import save_file
+
+    from fusecli.io.common import atomic_path
+
+    weights_path, json_path = _paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fusecli_version": __version__,
+        "architecture": {"name": "FuseNet", **asdict(model.config)},
+        "supports": {
+            "channels": "any" if model.config.weight_mode == "frame" else [model.config.channels],
+            "frames": "any K >= 2",
+        },
+        "input_domain": "frames (B, K, C, H, W) linear in [0, 1], not scaled by exposure, brightest first, with ratios (B, K) <= 1",
+        **(meta or {}),
+    }
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return weights_path, json_path
+
+
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of a model file, checked for format."""
+    _, json_path = _paths(path)
+    if not json_path.is_file():
+        raise FuseError(f"{json_path}: model sidecar not found (a model is NAME.safetensors + NAME.json)")
+    try:
+        sidecar = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FuseError(f"{json_path}: not a readable model sidecar ({e})") from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
+        raise FuseError(f"{json_path}: not a fusecli model sidecar (format is not {FORMAT!r})")
+    if sidecar.get("format_version", 0) > FORMAT_VERSION:
+        raise FuseError(f"{json_path}: model format {sidecar['format_version']} is newer than this fusecli reads ({FORMAT_VERSION})")
+    return sidecar
+
+
+def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> tuple[FuseNet, dict]:
+    """Load a model file (default: the bundled one) without unpickling anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, json_path = _paths(path if path is not None else default_model_path())
+    if not weights_path.is_file():
+        raise FuseError(f"{weights_path}: model file not found")
+    sidecar = read_sidecar(json_path)
+    arch = dict(sidecar.get("architecture", {}))
+    if arch.pop("name", None) != "FuseNet":
+        raise FuseError(f"{json_path}: unknown architecture {sidecar.get('architecture', {}).get('name')!r}")
+    model = FuseNet(ModelConfig.from_dict(arch, source=str(json_path)))
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FuseError(f"{weights_path}: truncated or not a safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise FuseError(f"{weights_path}: weights do not match the architecture in {json_path.name} ({first})") from None
+    return model.to(device).eval(), sidecar

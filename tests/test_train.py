@@ -1,0 +1,158 @@
+"""fusecli train: learning, checkpoints, kill-and-resume equivalence, DDP on 2 gloo processes, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import ROOT, smooth_scene, write_bracket_files
+from fusecli.cli import app
+from fusecli.losses import FusionLoss
+from fusecli.model import FuseNet, load_model
+from fusecli.train import CropDataset, StepBatches, TrainConfig, apply_overrides, load_labelled, train
+
+SAMPLES = ROOT / "samples"
+runner = CliRunner()
+TINY = ["--steps", "12", "--batch-size", "2", "--set", "data.crop=32", "--set", "model.width=8", "--set", "model.depth=2", "--set", "val_every=1000", "--set", "ckpt_every=1"]
+
+
+def _tiny_config(**kw) -> TrainConfig:
+    cfg = TrainConfig()
+    sets = ["data.crop=32", "model.width=8", "model.depth=2", "val_every=1000", f"data.datasets=['{SAMPLES}']"]
+    sets += [f"{k}={v}" for k, v in kw.items()]
+    return apply_overrides(cfg, sets)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
+    cfg = _tiny_config(steps=40, batch_size=4)
+    samples = load_labelled([str(SAMPLES)], None)
+    batch = [CropDataset(samples, 32, 123)[i] for i in range(4)]
+    frames, ratios, label = (torch.stack(t) for t in zip(*batch))
+    loss_fn = FusionLoss(cfg.loss)
+
+    def loss_of(model):
+        with torch.no_grad():
+            fused, weights = model(frames, ratios)
+            return loss_fn(fused, label, frames, weights)[0].item()
+
+    torch.manual_seed(cfg.seed)
+    before = loss_of(FuseNet(cfg.model).eval())
+    train(cfg, tmp_path / "run", export=tmp_path / "model")
+    after = loss_of(load_model(tmp_path / "model")[0])
+    assert after < 0.8 * before
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 41))
+    assert set(records[0]) >= {"total", "l1", "gradient_l1", "grad_sign", "high_smooth", "luma_grad", "black_reg", "lr", "samples_per_s"}
+    assert "psnr" in records[-1]["val"]  # validation on the held-out stack at the last step
+
+
+def test_batches_are_a_function_of_the_step_and_rank():
+    samples = load_labelled([str(SAMPLES)], None)
+    ds = CropDataset(samples, 32, 0)
+    assert torch.equal(ds[17][0], ds[17][0]) and not torch.equal(ds[17][0], ds[18][0])
+    whole = list(StepBatches(0, 3, 4))
+    ranks = [list(StepBatches(0, 3, 2, rank=r, world=2)) for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks)] == whole
+
+
+def _weights(run):
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    cmd = [sys.executable, "-m", "fusecli", "train", str(SAMPLES), *TINY]
+    full = subprocess.run(cmd + ["--run-dir", str(tmp_path / "full")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen(cmd + ["--run-dir", str(tmp_path / "killed")], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["step"]
+    assert 5 <= step < 12, "the kill should land mid-run"
+    resumed = subprocess.run([sys.executable, "-m", "fusecli", "train", "--resume", str(tmp_path / "killed")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    cmd = [sys.executable, "-m", "fusecli", "train", str(SAMPLES), *TINY[:1], "400", *TINY[2:], "--run-dir", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "r" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "checkpoint saved, continue with: fusecli train --resume" in err and "Traceback" not in err
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["step"] >= 3
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_samples(tmp_path):
+    # lambda_black = 0: black_reg is a ratio of batch sums, the one term that does not split evenly
+    common = [str(SAMPLES), "--steps", "4", "--set", "data.crop=32", "--set", "model.width=8", "--set", "model.depth=2", "--set", "val_every=1000", "--set", "loss.lambda_black=0.0", "--set", "data.val_fraction=0.0"]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", "-m", "fusecli", "train", *common, "--batch-size", "2", "--run-dir", str(tmp_path / "ddp")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = subprocess.run([sys.executable, "-m", "fusecli", "train", *common, "--batch-size", "4", "--run-dir", str(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("ddp", "one")]
+    assert len(logs[0]) == 4  # rank 0 alone logs, the mean over both ranks' shares
+    # same initial weights, same samples split over the ranks: the first step's loss is the same
+    assert logs[0][0]["total"] == pytest.approx(logs[1][0]["total"], rel=1e-6)
+    assert logs[0][0]["l1"] == pytest.approx(logs[1][0]["l1"], rel=1e-6)
+    # Adam scales each update to about +-lr, so a parameter whose gradient is ~0 may move either
+    # way depending on the reduction order; the weights agree within the sum of the step sizes.
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    bound = 2 * sum(r["lr"] for r in logs[1])
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < bound
+    close = sum(int(torch.isclose(a[k], b[k], atol=1e-6).sum()) for k in a) / sum(v.numel() for v in a.values())
+    assert close > 0.95
+
+
+def test_cli_bad_inputs(tmp_path):
+    r = runner.invoke(app, ["train", str(SAMPLES)])
+    assert r.exit_code == 1 and "--run-dir DIR is required" in r.stderr
+    write_bracket_files(tmp_path / "unlabelled" / "a", smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32])
+    r = runner.invoke(app, ["train", str(tmp_path / "unlabelled"), "--run-dir", str(tmp_path / "r1")])
+    assert r.exit_code == 1 and "no stack has a label" in r.stderr
+    r = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing")])
+    assert r.exit_code == 1 and "no checkpoint (last.pt) to resume from" in r.stderr
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(tmp_path / "afile" / "run"), *TINY])
+    assert r.exit_code == 1 and "cannot write the run folder" in r.stderr
+    r = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(tmp_path / "r2"), "--set", "optim.lrr=1"])
+    assert r.exit_code == 1 and "unknown setting 'optim.lrr'" in r.stderr
+
+
+def test_cli_refuses_to_overwrite_a_run_and_checks_the_architecture_on_resume(tmp_path):
+    run = tmp_path / "run"
+    first = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(run), *TINY[:1], "2", *TINY[2:]])
+    assert first.exit_code == 0, first.stderr
+    again = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(run), *TINY])
+    assert again.exit_code == 1 and "already holds a training run" in again.stderr
+    other = runner.invoke(app, ["train", "--resume", str(run), "--set", "model.width=16"])
+    assert other.exit_code == 1 and "another architecture" in other.stderr
+    more = runner.invoke(app, ["train", "--resume", str(run), "--steps", "4", "--export", str(tmp_path / "m")])
+    assert more.exit_code == 0, more.stderr
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["steps"] == 4
