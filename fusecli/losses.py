@@ -27,14 +27,14 @@ Where the seed's code is broken or silent, the choices are (see the README, "The
 from __future__ import annotations
 
 import math
-import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from fusecli import config
 from fusecli.errors import FuseError
 
 __all__ = [
@@ -240,19 +240,12 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "loss configuration") -> "LossConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FuseError(f"{source}: unknown loss setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return config.from_dict(cls, data, source, "loss")
 
     @classmethod
     def from_toml(cls, path: Path) -> "LossConfig":
         """Read the ``[loss]`` table of a TOML file (or the whole file when it has no such table)."""
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise FuseError(f"{path}: cannot read the configuration ({e})") from None
+        data = config.read_toml(path)
         return cls.from_dict(data.get("loss", data), source=str(path))
 
     def to_dict(self) -> dict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fusecli import __version__
+from fusecli import __version__, config
 from fusecli.errors import FuseError
 
 FORMAT = "fusecli-model"
@@ -65,11 +65,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model configuration") -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FuseError(f"{source}: unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return config.from_dict(cls, data, source, "model")
 
     @property
     def weight_channels(self) -> int:

@@ -17,7 +17,6 @@ gradients, and rank 0 logs and saves (gloo on CPU, NCCL on CUDA).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fusecli import config
 from fusecli.errors import FuseError
 from fusecli.losses import FusionLoss, LossConfig
 from fusecli.metrics import psnr, ssim
@@ -84,41 +84,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "configuration") -> "TrainConfig":
+        """Tables [model], [loss], [optim], [data] and [train] (or the [train] keys at the top level)."""
         parts = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig}
-        kwargs = {}
-        for key, value in data.items():
-            if key in parts:
-                if not isinstance(value, dict):
-                    raise FuseError(f"{source}: [{key}] must be a table")
-                sub = parts[key]
-                if hasattr(sub, "from_dict"):
-                    kwargs[key] = sub.from_dict(value, source=source)
-                else:
-                    known = {f.name for f in dataclasses.fields(sub)}
-                    unknown = sorted(set(value) - known)
-                    if unknown:
-                        raise FuseError(f"{source}: unknown [{key}] setting(s) {', '.join(unknown)}")
-                    kwargs[key] = sub(**value)
-            elif key == "train":
-                kwargs.update(value)
-            else:
-                kwargs[key] = value
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise FuseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        cfg = cls(**kwargs)
+        flat = {k: v for k, v in data.items() if k not in parts and k != "train"}
+        flat.update(data.get("train", {}))
+        cfg = config.from_dict(cls, flat, source, "train")
+        for key, sub in parts.items():
+            if key in data:
+                setattr(cfg, key, config.from_dict(sub, data[key], source, key))
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.data.crop < 16:
             raise FuseError(f"{source}: steps and batch_size must be >= 1 and crop >= 16")
         return cfg
 
     @classmethod
     def from_toml(cls, path: Path) -> "TrainConfig":
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise FuseError(f"{path}: cannot read the configuration ({e})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(config.read_toml(path), source=str(path))
 
 
 def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
