@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -156,3 +157,11 @@ def test_cli_refuses_to_overwrite_a_run_and_checks_the_architecture_on_resume(tm
     assert more.exit_code == 0, more.stderr
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
     assert json.loads((tmp_path / "m.json").read_text())["training"]["steps"] == 4
+
+
+def test_decoded_stacks_are_cached_and_memory_mapped_the_second_time(tmp_path):
+    first = load_labelled([str(SAMPLES)], tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 * len(first)
+    second = load_labelled([str(SAMPLES)], tmp_path / "cache")
+    assert all(isinstance(s.frames, np.memmap) for s in second)
+    assert all((a.frames == b.frames).all() and (a.label == b.label).all() for a, b in zip(first, second))
