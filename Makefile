@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 
 demo: $(VENV)/.installed
 	$(BIN)/fusecli inspect samples/
+	$(BIN)/fusecli fuse samples/ -o out/samples --format dng,jpg --save-weights --overwrite
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -136,7 +136,7 @@ def _print_stack_table(rows: list[dict]) -> None:
 
 
 def _not_implemented(command: str) -> None:
-    typer.echo(f"fusecli {command}: not implemented yet (this release reads, groups and synthesises stacks only)", err=True)
+    typer.echo(f"fusecli {command}: not implemented yet", err=True)
     raise typer.Exit(EXIT_NOT_IMPLEMENTED)
 
 
@@ -234,9 +234,79 @@ def _train_with_progress(run_training, cfg, run: Path, resume: bool, export: Opt
 
 
 @app.command()
-def fuse() -> None:
-    """Fuse bracket stacks into one image each (not implemented yet)."""
-    _not_implemented("fuse")
+def fuse(
+    paths: List[Path] = typer.Argument(..., help="Stack folders, folders of stacks, flat folders of photos, or files."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the bundled one)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda without a GPU is an error)."),
+    formats: Optional[str] = typer.Option(None, "--format", help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, tiff otherwise)."),
+    linear: bool = typer.Option(False, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (they are skipped otherwise)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be fused into which files; write nothing."),
+    save_weights: bool = typer.Option(False, "--save-weights", help="Also write NAME_weights.png: which exposure each pixel came from."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
+    transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+) -> None:
+    """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
+    from fusecli.fuse import FuseOptions, fuse_sources
+    from fusecli.model import load_model
+    from fusecli.runtime import pick_device
+    from fusecli.stack import discover
+
+    with user_errors():
+        if transfer not in ("auto", "srgb", "linear"):
+            raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
+        wanted = tuple(f.strip().lower().replace("jpeg", "jpg").replace("tif", "tiff").replace("tifff", "tiff") for f in formats.split(",")) if formats else None
+        if wanted and any(f not in ("dng", "tiff", "jpg", "png") for f in wanted):
+            raise FuseError(f"--format {formats!r}: expected a comma-separated list of dng, tiff, jpg, png")
+        options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer)
+        sources = discover(paths, group_size=group_size)
+        torch_device = pick_device(device)
+        net = load_model(model, torch_device)[0] if not dry_run else None
+        results = _fuse_with_progress(fuse_sources, sources, net, torch_device, out, options, dry_run, quiet or as_json)
+    if as_json:
+        typer.echo(json.dumps({"results": [r.__dict__ for r in results], "failed": sum(r.status == "failed" for r in results)}, indent=2))
+    else:
+        _print_fuse_summary(results)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _fuse_with_progress(fuse_sources, sources, net, device, out: Path, options, dry_run: bool, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.completed}/{task.total} stacks"), BarColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as progress:
+        task = progress.add_task("fuse", total=len(sources), rate="")
+        done = {"mp": 0.0, "s": 0.0}
+
+        def on_result(result) -> None:
+            done["mp"] += result.megapixels
+            done["s"] += result.seconds
+            rate = f"{done['mp'] / done['s']:.1f} MP/s" if done["s"] else ""
+            progress.update(task, advance=1, rate=rate)
+
+        return fuse_sources(sources, net, device, out, options, dry_run=dry_run, on_result=on_result)
+
+
+def _print_fuse_summary(results) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{sum(r.status == 'fused' for r in results)} fused, {sum(r.status == 'skipped' for r in results)} skipped, {sum(r.status == 'failed' for r in results)} failed")
+    for col in ("stack", "status", "outputs / reason", "s"):
+        table.add_column(col, overflow="fold")
+    colour = {"fused": "green", "skipped": "yellow", "failed": "red", "planned": "cyan"}
+    for r in results:
+        detail = r.reason if r.status in ("failed", "skipped") else "\n".join(Path(o).name for o in r.outputs)
+        table.add_row(escape(r.stack), f"[{colour[r.status]}]{r.status}[/]", escape(detail or ""), f"{r.seconds:.2f}" if r.seconds else "")
+    Console().print(table)
 
 
 @app.command("eval")

@@ -39,3 +39,21 @@ def keep_freed_memory() -> bool:
         return False
     _configured = ok
     return ok
+
+
+def pick_device(name: str):
+    """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``; CUDA asked for but absent is a
+    user error (no silent fallback: a user who asks for the GPU wants to know it is not used)."""
+    import torch
+
+    from fusecli.errors import FuseError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise FuseError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        return torch.device(name)
+    if name != "cpu":
+        raise FuseError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device("cpu")

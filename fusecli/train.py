@@ -37,6 +37,7 @@ from fusecli.errors import FuseError
 from fusecli.losses import FusionLoss, LossConfig
 from fusecli.metrics import psnr, ssim
 from fusecli.model import FuseNet, ModelConfig, save_model
+from fusecli.runtime import pick_device
 
 
 @dataclass
@@ -270,16 +271,6 @@ def prepare_data(cfg: TrainConfig, cache: Path | None) -> tuple[list[Sample], li
 
 
 # --- the loop -----------------------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FuseError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise FuseError(f"--device {name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -64,7 +64,7 @@ def test_ratios_option(tmp_path):
     assert bad.exit_code == 1 and "expected comma-separated numbers" in bad.stderr
 
 
-@pytest.mark.parametrize("command", ["fuse", "eval"])
+@pytest.mark.parametrize("command", ["eval"])
 def test_later_commands_say_not_implemented(command):
     result = runner.invoke(app, [command])
     assert result.exit_code == 2 and "not implemented yet" in result.stderr and not result.stdout

@@ -114,3 +114,4 @@ def test_the_bundled_default_model():
     for c in (4, 3):
         fused, weights = model(*_stack(1, 3, c))
         assert torch.isfinite(fused).all() and torch.allclose(weights.sum(1), torch.ones_like(weights[:, 0]), atol=1e-5)
+

@@ -1,0 +1,173 @@
+"""fusecli fuse: outputs that read back, nothing destroyed, one bad stack among good ones, real data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rawpy
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from conftest import ROOT, smooth_scene, write_bracket_files
+from fusecli.cli import app
+from fusecli.fuse import fuse_stack
+from fusecli.io.raw import read_camera, read_raw
+from fusecli.model import load_model
+from fusecli.stack import discover, load_stack
+
+SAMPLES = ROOT / "samples"
+runner = CliRunner()
+
+
+def _fuse(*args):
+    return runner.invoke(app, ["fuse", *map(str, args)])
+
+
+def test_samples_fuse_to_outputs_that_read_back(tmp_path):
+    r = _fuse(SAMPLES, "-o", tmp_path, "--format", "dng,tiff,jpg,png", "--save-weights", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["failed"] == 0 and [x["status"] for x in summary["results"]] == ["fused"] * 3
+    model = load_model()[0]
+    source = discover([SAMPLES])[0]
+    stack = load_stack(source)
+    fused, weights = fuse_stack(model, stack, torch.device("cpu"))
+    assert np.allclose(weights.sum(0), 1, atol=1e-5)
+    # the DNG holds the fused planes (16-bit, black 0, white 65535) in the source's Bayer phase
+    planes, _, cam = read_raw(tmp_path / "cannon_001_fused.dng")
+    assert cam.cfa == stack.camera.cfa and cam.white_level == 65535
+    assert np.abs(planes - fused).max() <= 1 / 65535 + 1e-7
+    assert cam.color_matrix == pytest.approx(stack.camera.color_matrix, abs=1e-4)
+    with rawpy.imread(str(tmp_path / "cannon_001_fused.dng")) as raw:
+        rgb = raw.postprocess(use_camera_wb=True, output_bps=8)
+    assert rgb.shape == (384, 512, 3) and 20 < rgb.mean() < 235  # a sensible picture, not black or white
+    tif = tifffile.imread(tmp_path / "cannon_001_fused.tif")
+    assert tif.shape == (384, 512, 3) and tif.dtype == np.uint16
+    jpg = cv2.imread(str(tmp_path / "cannon_001_fused.jpg"))
+    png = cv2.imread(str(tmp_path / "cannon_001_fused.png"))
+    assert jpg.shape == png.shape == (384, 512, 3)
+    assert cv2.imread(str(tmp_path / "cannon_001_weights.png")).shape == (192, 256, 3)
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path):
+    assert _fuse(SAMPLES, "-o", tmp_path).exit_code == 0
+    out = tmp_path / "cannon_001_fused.dng"
+    before = out.stat().st_mtime_ns
+    again = _fuse(SAMPLES, "-o", tmp_path, "--json")
+    assert again.exit_code == 0
+    assert {x["status"] for x in json.loads(again.stdout)["results"]} == {"skipped"}
+    assert out.stat().st_mtime_ns == before
+    forced = _fuse(SAMPLES, "-o", tmp_path, "--overwrite", "--json")
+    assert {x["status"] for x in json.loads(forced.stdout)["results"]} == {"fused"}
+
+
+def test_an_output_that_would_replace_an_input_is_refused(tmp_path):
+    stack = tmp_path / "x"
+    write_bracket_files(stack, smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32], names=["x_fused.dng", "b.dng"])
+    before = (stack / "x_fused.dng").read_bytes()
+    r = _fuse(stack, "-o", stack, "--json")
+    assert r.exit_code == 1
+    assert "would replace an input frame" in json.loads(r.stdout)["results"][0]["reason"]
+    assert (stack / "x_fused.dng").read_bytes() == before
+
+
+def test_one_corrupt_stack_does_not_stop_the_others(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES, data)
+    victim = data / "cannon_002" / "frame_2.dng"
+    victim.write_bytes(victim.read_bytes()[:5000])
+    r = _fuse(data, "-o", tmp_path / "out", "--json")
+    assert r.exit_code == 1
+    results = {x["stack"]: x for x in json.loads(r.stdout)["results"]}
+    assert results["cannon_001"]["status"] == results["procedural_001"]["status"] == "fused"
+    assert results["cannon_002"]["status"] == "failed" and "frame_2.dng" in results["cannon_002"]["reason"]
+    assert not (tmp_path / "out" / "cannon_002_fused.dng").exists()
+
+
+def test_a_killed_run_leaves_no_partial_output(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "out"
+    for delay in (1.0, 1.6, 2.2):
+        proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff", "--overwrite", "--quiet"], env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for dng in out.glob("*_fused.dng"):  # whatever has its final name is complete
+            assert read_raw(dng)[0].shape == (4, 192, 256)
+        for tif in out.glob("*_fused.tif"):
+            assert tifffile.imread(tif).shape == (384, 512, 3)
+    done = subprocess.run([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not list(out.glob(".*.part"))  # a later run clears what a killed one left
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    r = _fuse(SAMPLES, "-o", tmp_path / "out", "--dry-run", "--format", "dng,jpg", "--json")
+    assert r.exit_code == 0
+    planned = json.loads(r.stdout)["results"]
+    assert planned[0]["status"] == "planned" and planned[0]["outputs"][1].endswith("cannon_001_fused.jpg")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_options(tmp_path):
+    r = _fuse(SAMPLES, "-o", tmp_path, "--model", tmp_path / "missing")
+    assert r.exit_code == 1 and "missing.safetensors: model file not found" in r.stderr
+    if not torch.cuda.is_available():
+        r = _fuse(SAMPLES, "-o", tmp_path, "--device", "cuda")
+        assert r.exit_code == 1 and "no CUDA device is available" in r.stderr
+    r = _fuse(SAMPLES, "-o", tmp_path, "--format", "webp")
+    assert r.exit_code == 1 and "expected a comma-separated list" in r.stderr
+    (tmp_path / "afile").write_text("x")
+    r = _fuse(SAMPLES, "-o", tmp_path / "afile" / "out")
+    assert r.exit_code == 1 and "cannot create the output folder" in r.stderr
+
+
+def test_dng_is_refused_for_rgb_stacks(real, tmp_path):
+    r = _fuse(real("ldr_stack_colour_hdri_frobisher_001"), "-o", tmp_path, "--format", "dng", "--json")
+    assert r.exit_code == 1 and "not available for rgb stacks" in json.loads(r.stdout)["results"][0]["reason"]
+
+
+def test_real_canon_sensor_data_fuses_sensibly(real, tmp_path):
+    path = real("raw_single_canon_eos_kiss_x4_magiclantern_dng/colorchart.dng")
+    with rawpy.imread(str(path)) as raw:
+        mosaic = raw.raw_image_visible[:1156, :1734].astype(np.float64)
+    scene = (mosaic - 2056) / (15000 - 2056) * 3.0  # 3x brighter than captured: the 1/1 frame clips
+    write_bracket_files(tmp_path / "b", scene, [1, 0.25, 0.0625], cam=read_camera(path), times=[0, 0, 0])
+    r = _fuse(tmp_path / "b", "-o", tmp_path / "out", "--json")
+    assert r.exit_code == 0, r.stderr
+    fused, _, _ = read_raw(tmp_path / "out" / "b_fused.dng")
+    stack = load_stack(discover([tmp_path / "b"])[0])
+    ref, darkest = stack.frames[0], stack.frames[-1]
+    shadows = ref.max(axis=0) < 0.2
+    highlights = ref.max(axis=0) >= 0.99
+    assert shadows.mean() > 0.05 and highlights.sum() > 1000  # 0.4 % of the frame clips
+    # shadows keep the 1/1 brightness; clipped highlights come back below white, above the darkest frame
+    assert fused[:, shadows].mean() == pytest.approx(ref[:, shadows].mean(), rel=0.1)
+    assert fused[:, highlights].mean() < 0.98
+    assert fused[:, highlights].mean() > darkest[:, highlights].mean()
+
+
+def test_real_8bit_stack_fuses_sensibly(real, tmp_path):
+    folder = real("ldr_stack_colour_hdri_frobisher_001")
+    r = _fuse(folder, "-o", tmp_path, "--format", "tiff,jpg", "--json")
+    assert r.exit_code == 0, r.stderr
+    stack = load_stack(discover([folder])[0])
+    fused = tifffile.imread(tmp_path / "ldr_stack_colour_hdri_frobisher_001_fused.tif").astype(np.float32) / 65535
+    assert fused.shape == (426, 640, 3)
+    encoded = lambda x: np.moveaxis(x, 0, -1)  # noqa: E731  frames are linear; the TIFF is sRGB like the input
+    from fusecli.io.image import linear_to_srgb
+
+    ref, darkest = linear_to_srgb(encoded(stack.frames[0])), linear_to_srgb(encoded(stack.frames[-1]))
+    highlights = ref.max(axis=-1) >= 0.99
+    shadows = ref.max(axis=-1) < 0.3
+    assert fused[highlights].mean() > darkest[highlights].mean() and fused[highlights].mean() < 0.99
+    assert fused[shadows].mean() == pytest.approx(ref[shadows].mean(), rel=0.2)
