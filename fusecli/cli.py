@@ -247,6 +247,7 @@ def fuse(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+    max_memory: float = typer.Option(1.0, "--max-memory", min=0.001, help="GiB for full-resolution temporaries; larger stacks are fused in bands (same result)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
@@ -262,7 +263,7 @@ def fuse(
         wanted = tuple(f.strip().lower().replace("jpeg", "jpg").replace("tif", "tiff").replace("tifff", "tiff") for f in formats.split(",")) if formats else None
         if wanted and any(f not in ("dng", "tiff", "jpg", "png") for f in wanted):
             raise FuseError(f"--format {formats!r}: expected a comma-separated list of dng, tiff, jpg, png")
-        options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer)
+        options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer, max_memory)
         sources = discover(paths, group_size=group_size)
         torch_device = pick_device(device)
         net = load_model(model, torch_device)[0] if not dry_run else None

@@ -51,6 +51,7 @@ class FuseOptions:
     save_weights: bool = False
     ratios: Sequence[float] | None = None
     transfer: str = "auto"
+    max_memory: float = 1.0  # GiB for the full-resolution temporaries; larger stacks are fused in bands of rows
 
 
 @dataclass
@@ -82,17 +83,30 @@ def output_paths(source: StackSource, out_dir: Path, options: FuseOptions) -> li
     return paths
 
 
+def band_rows(shape: Sequence[int], weight_channels: int, max_memory_gib: float) -> int:
+    """Rows per band so that the full-resolution temporaries of a (K, C, H, W) stack fit the budget:
+    per row about (4 K Cw + C + K) float32 maps of width W (logits, weights, A and b upsampled, fused,
+    guide)."""
+    k, c, _, width = shape
+    per_row = 4 * width * (4 * k * weight_channels + c + k)
+    return max(16, int(max_memory_gib * 2**30 // per_row))
+
+
 @torch.inference_mode()
-def fuse_stack(model: FuseNet, stack: Stack, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model on one stack -> fused (C, H, W) float32 [0, 1] and weights (K, 1 or C, H, W)."""
+def fuse_stack(model: FuseNet, stack: Stack, device: torch.device, max_memory_gib: float = 1.0, keep_weights: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the model on one stack -> fused (C, H, W) float32 [0, 1] and weights (K, 1 or C, H, W)
+    (None unless ``keep_weights``). Stacks whose temporaries exceed ``max_memory_gib`` go in bands
+    of rows, with the same result."""
     frames = torch.from_numpy(stack.frames)[None].to(device)
     ratios = torch.tensor(stack.ratios, dtype=torch.float32)[None].to(device)
+    rows = band_rows(stack.frames.shape, model.config.weight_channels, max_memory_gib)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            fused, weights = model(frames, ratios)
+            fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
     else:
-        fused, weights = model(frames, ratios)
-    return fused[0].float().clamp_(0, 1).cpu().numpy(), weights[0].float().cpu().numpy()
+        fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
+    out = fused[0].float().clamp_(0, 1).cpu().numpy()
+    return out, (weights[0].float().cpu().numpy() if weights is not None else None)
 
 
 def camera_to_srgb(camera: CameraInfo) -> np.ndarray:
@@ -149,7 +163,7 @@ def _write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
             tmp.write_bytes(encoded.tobytes())
 
 
-def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights: np.ndarray, out_dir: Path, options: FuseOptions, paths: Sequence[Path]) -> None:
+def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights: np.ndarray | None, out_dir: Path, options: FuseOptions, paths: Sequence[Path]) -> None:
     formats = formats_for(source, options)
     picture = None
     for fmt, path in zip(formats, paths):
@@ -244,7 +258,7 @@ def fuse_sources(
                 result = Result(source.name, "failed", reason=error)
             else:
                 try:
-                    fused, weights = fuse_stack(model, stack, device)
+                    fused, weights = fuse_stack(model, stack, device, options.max_memory, keep_weights=options.save_weights)
                     write_outputs(stack, source, fused, weights, out_dir, options, paths)
                     mp = stack.frames.shape[-1] * stack.frames.shape[-2] * (4 if stack.kind == "raw" else 1) / 1e6
                     result = Result(source.name, "fused", [str(p) for p in paths], seconds=time.perf_counter() - t0, megapixels=mp)

@@ -79,12 +79,22 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
-def fast_guided_filter(guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float) -> torch.Tensor:
-    """Fast guided filter: fit target ~ A * guide + b locally at low resolution, apply at full resolution.
+def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) linear interpolation weights, as F.interpolate(mode="bilinear", align_corners=False)."""
+    pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_(0, n_in - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp_(max=n_in - 1)
+    frac = pos - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m[torch.arange(n_out), lo] += 1 - frac
+    m[torch.arange(n_out), hi] += frac
+    return m.to(device=like.device, dtype=like.dtype)
 
-    guide_lr (N, 1, h, w), target_lr (N, M, h, w), guide_hr (N, 1, H, W) -> (N, M, H, W).
-    kornia's guided_blur takes full-resolution inputs (its subsample option resamples them again);
-    here the target is born at low resolution, so the low-resolution fit is done directly.
+
+def guided_coefficients(guide_lr: torch.Tensor, target_lr: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-resolution fit target ~ A * guide + b of the guided filter (He et al. 2010), box-averaged.
+
+    guide_lr (N, 1, h, w), target_lr (N, M, h, w) -> A, b (N, M, h, w).
     """
     mean_i = _box(guide_lr, r)
     mean_p = _box(target_lr, r)
@@ -92,12 +102,27 @@ def fast_guided_filter(guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr
     var = _box(guide_lr * guide_lr, r) - mean_i * mean_i
     a = cov / (var + eps)
     b = mean_p - a * mean_i
-    a, b = _box(a, r), _box(b, r)
-    size = guide_hr.shape[-2:]
-    if a.shape[-2:] != size:
-        a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-        b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-    return torch.addcmul(b, a, guide_hr)
+    return _box(a, r), _box(b, r)
+
+
+def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Bilinear upsampling of (N, M, h, w) to (height, width), only for output ``rows``: exactly the
+    rows a whole-image upsampling would give, so banded and whole-image results agree."""
+    wy = _interp_matrix(height, coef.shape[-2], coef)[rows]
+    wx = _interp_matrix(width, coef.shape[-1], coef)
+    return (wy @ coef) @ wx.T  # (rows, h) @ (N, M, h, w) @ (w, W) -> (N, M, rows, W)
+
+
+def fast_guided_filter(guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+    """Fast guided filter (He & Sun 2015): fit target ~ A * guide + b at low resolution, apply at full
+    resolution. guide_lr (N, 1, h, w), target_lr (N, M, h, w), guide_hr (N, 1, H, W) -> (N, M, H, W).
+    kornia's guided_blur takes full-resolution inputs (its subsample option resamples them again);
+    here the target is born at low resolution, so the low-resolution fit is done directly.
+    """
+    a, b = guided_coefficients(guide_lr, target_lr, r, eps)
+    height, width = guide_hr.shape[-2:]
+    rows = slice(0, height)
+    return torch.addcmul(upsample_rows(b, rows, height, width), upsample_rows(a, rows, height, width), guide_hr)
 
 
 def frame_features(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
@@ -153,18 +178,34 @@ class FuseNet(nn.Module):
         if self.config.weight_mode == "channel" and frames.shape[2] != self.config.channels:
             raise FuseError(f"this model predicts per-channel weights for C = {self.config.channels}; the stack has C = {frames.shape[2]}")
 
-    def forward(self, frames: torch.Tensor, ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, ratios: torch.Tensor, band_rows: int | None = None, keep_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``band_rows`` processes the full-resolution stage in bands of that many rows (the result
+        is the same); ``keep_weights=False`` returns no weights (saves K maps of memory)."""
         self.check_input(frames, ratios)
         b, k, c, height, width = frames.shape
         factor = max(1, math.ceil(max(height, width) / self.config.lowres))
         flat = frames.flatten(0, 1)
         small = F.avg_pool2d(flat, factor, ceil_mode=True) if factor > 1 else flat
         logits_lr = self.logits(small.view(b, k, c, *small.shape[-2:]), ratios)
-        guide_lr = small.mean(dim=1, keepdim=True)
-        guide_hr = flat.mean(dim=1, keepdim=True)
-        logits = fast_guided_filter(guide_lr, logits_lr.flatten(0, 1), guide_hr, self.config.gf_radius, self.config.gf_eps)
-        weights = torch.softmax(logits.view(b, k, -1, height, width), dim=1)
-        fused = (weights * frames).sum(dim=1)
+        coef_a, coef_b = guided_coefficients(small.mean(dim=1, keepdim=True), logits_lr.flatten(0, 1), self.config.gf_radius, self.config.gf_eps)
+        step = band_rows or height
+        bands_fused, bands_weights = [], []
+        for y0 in range(0, height, step):
+            rows = slice(y0, min(height, y0 + step))
+            band = frames[..., rows, :]
+            guide = band.flatten(0, 1).mean(dim=1, keepdim=True)
+            logits = torch.addcmul(upsample_rows(coef_b, rows, height, width), upsample_rows(coef_a, rows, height, width), guide)
+            weights = torch.softmax(logits.view(b, k, -1, *guide.shape[-2:]), dim=1)
+            fused = weights[:, 0] * band[:, 0]
+            for j in range(1, k):  # frame by frame: no (B, K, C, rows, W) product in memory
+                fused = torch.addcmul(fused, weights[:, j], band[:, j])
+            bands_fused.append(fused)
+            if keep_weights:
+                bands_weights.append(weights)
+        fused = torch.cat(bands_fused, dim=-2) if len(bands_fused) > 1 else bands_fused[0]
+        if not keep_weights:
+            return fused, None
+        weights = torch.cat(bands_weights, dim=-2) if len(bands_weights) > 1 else bands_weights[0]
         return fused, weights
 
 
