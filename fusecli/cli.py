@@ -267,7 +267,11 @@ def fuse(
         sources = discover(paths, group_size=group_size)
         torch_device = pick_device(device)
         net = load_model(model, torch_device)[0] if not dry_run else None
-        results = _fuse_with_progress(fuse_sources, sources, net, torch_device, out, options, dry_run, quiet or as_json)
+        try:
+            results = _fuse_with_progress(fuse_sources, sources, net, torch_device, out, options, dry_run, quiet or as_json)
+        except KeyboardInterrupt:
+            typer.echo("fusecli fuse: interrupted; finished outputs are complete, the one being written was discarded", err=True)
+            raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps({"results": [r.__dict__ for r in results], "failed": sum(r.status == "failed" for r in results)}, indent=2))
     else:

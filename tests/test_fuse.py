@@ -185,3 +185,20 @@ def test_banded_fusion_equals_whole_image_fusion(tmp_path):
         a = read_raw(tmp_path / "whole" / f"{name}_fused.dng")[0]
         b = read_raw(tmp_path / "banded" / f"{name}_fused.dng")[0]
         assert np.abs(a - b).max() <= 1 / 65535  # at most one step of the 16-bit DNG
+
+
+def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff,jpg,png", "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and any(out.iterdir())):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not list(out.glob(".*.part"))
+    for dng in out.glob("*_fused.dng"):
+        assert read_raw(dng)[0].shape == (4, 192, 256)
