@@ -260,7 +260,8 @@ def fuse(
     with user_errors():
         if transfer not in ("auto", "srgb", "linear"):
             raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
-        wanted = tuple(f.strip().lower().replace("jpeg", "jpg").replace("tif", "tiff").replace("tifff", "tiff") for f in formats.split(",")) if formats else None
+        aliases = {"jpeg": "jpg", "tif": "tiff"}
+        wanted = tuple(aliases.get(f.strip().lower(), f.strip().lower()) for f in formats.split(",")) if formats else None
         if wanted and any(f not in ("dng", "tiff", "jpg", "png") for f in wanted):
             raise FuseError(f"--format {formats!r}: expected a comma-separated list of dng, tiff, jpg, png")
         options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer, max_memory)

@@ -163,7 +163,8 @@ def _write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
             tmp.write_bytes(encoded.tobytes())
 
 
-def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights: np.ndarray | None, out_dir: Path, options: FuseOptions, paths: Sequence[Path]) -> None:
+def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights: np.ndarray | None, options: FuseOptions, paths: Sequence[Path]) -> None:
+    """Write one stack's outputs to ``paths`` (as :func:`output_paths` gives them), each atomically."""
     formats = formats_for(source, options)
     picture = None
     for fmt, path in zip(formats, paths):
@@ -259,7 +260,7 @@ def fuse_sources(
             else:
                 try:
                     fused, weights = fuse_stack(model, stack, device, options.max_memory, keep_weights=options.save_weights)
-                    write_outputs(stack, source, fused, weights, out_dir, options, paths)
+                    write_outputs(stack, source, fused, weights, options, paths)
                     mp = stack.frames.shape[-1] * stack.frames.shape[-2] * (4 if stack.kind == "raw" else 1) / 1e6
                     result = Result(source.name, "fused", [str(p) for p in paths], seconds=time.perf_counter() - t0, megapixels=mp)
                 except FuseError as e:
