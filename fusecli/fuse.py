@@ -99,7 +99,7 @@ def fuse_stack(model: FuseNet, stack: Stack, device: torch.device, max_memory_gi
     of rows, with the same result."""
     frames = torch.from_numpy(stack.frames)[None].to(device)
     ratios = torch.tensor(stack.ratios, dtype=torch.float32)[None].to(device)
-    rows = band_rows(stack.frames.shape, model.config.weight_channels, max_memory_gib)
+    rows = band_rows(stack.frames.shape, model.config.weight_channels(stack.frames.shape[1]), max_memory_gib)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
             fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
@@ -148,7 +148,7 @@ def weight_map(weights: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def _write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
+def write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
     """(H, W, 3 or 1) float [0, 1] (already in its transfer) -> 8-bit JPEG/PNG or 16-bit TIFF."""
     with atomic_path(path) as tmp:
         if ext == ".tif":
@@ -181,9 +181,9 @@ def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights:
                 chw = linear_to_srgb(fused) if stack.transfer == "srgb" else fused
                 picture = np.moveaxis(chw, 0, -1)
             rgb = picture
-        _write_picture(path, rgb, _SUFFIX[fmt])
+        write_picture(path, rgb, _SUFFIX[fmt])
     if options.save_weights:
-        _write_picture(paths[-1], weight_map(weights).astype(np.float32) / 255, ".png")
+        write_picture(paths[-1], weight_map(weights).astype(np.float32) / 255, ".png")
 
 
 def remove_stale_parts(out_dir: Path) -> int:

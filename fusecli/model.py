@@ -15,8 +15,11 @@ sum of the frames. The design follows MEF-Net (Ma et al. 2019) for speed at any 
    frame's own brightness, so edges stay sharp; the full-resolution work is a few element-wise
    passes: two bilinear upsamplings, one multiply-add, the softmax and the weighted sum.
 
-Per-frame weights work for any C with the same weights file; per-channel weights output C channels
-and so support only the C the model was trained with (the sidecar says which).
+Per-channel weights (``weight_mode="channel"``) add a small head shared by every channel: from the
+frame's features and that channel's own value and exposure-normalised log value, it corrects the
+frame's logit per channel. So a channel that clipped in the 1/1 frame (green first, on most sensors)
+can come from a darker frame while the others do not, which keeps colour ratios in highlights, and
+the same weights file still works for any C.
 
 A model file is ``NAME.safetensors`` (weights; loading never unpickles) plus ``NAME.json`` (format,
 architecture, supported C and K, input domain, loss configuration, training data, fusecli version).
@@ -50,7 +53,6 @@ class ModelConfig:
     width: int = 24
     depth: int = 5  # dilated 3x3 layers after the first one (dilations 1, 2, 4, 8, ...)
     weight_mode: Literal["frame", "channel"] = "frame"
-    channels: int | None = None  # required by weight_mode "channel": the C it predicts for
     lowres: int = 128  # longest side of the stack the network sees
     gf_radius: int = 1  # guided filter radius, in low-resolution pixels
     gf_eps: float = 1e-3  # guided filter regularisation (guide in [0, 1])
@@ -58,8 +60,6 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.weight_mode not in ("frame", "channel"):
             raise FuseError(f"model configuration: weight_mode must be 'frame' or 'channel', got {self.weight_mode!r}")
-        if self.weight_mode == "channel" and not self.channels:
-            raise FuseError("model configuration: weight_mode 'channel' needs channels (the C of the stacks, e.g. 4 for RAW)")
         if self.width < 1 or self.depth < 0 or self.lowres < 8 or self.gf_radius < 0 or self.gf_eps <= 0:
             raise FuseError(f"model configuration: invalid sizes in {self}")
 
@@ -67,9 +67,9 @@ class ModelConfig:
     def from_dict(cls, data: dict, source: str = "model configuration") -> "ModelConfig":
         return config.from_dict(cls, data, source, "model")
 
-    @property
-    def weight_channels(self) -> int:
-        return 1 if self.weight_mode == "frame" else int(self.channels)  # type: ignore[arg-type]
+    def weight_channels(self, c: int) -> int:
+        """Weight maps per frame for a stack of C channels: 1 (per frame) or C (per frame and channel)."""
+        return 1 if self.weight_mode == "frame" else c
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -152,7 +152,9 @@ class FuseNet(nn.Module):
         w = cfg.width
         self.inp = nn.Conv2d(2 * N_FEATURES, w, 3, padding=1)
         self.layers = nn.ModuleList(nn.Conv2d(2 * w, w, 3, padding=2**i, dilation=2**i) for i in range(cfg.depth))
-        self.out = nn.Conv2d(2 * w, cfg.weight_channels, 1)
+        self.out = nn.Conv2d(2 * w, 1, 1)
+        if cfg.weight_mode == "channel":  # shared by every channel: (frame features, channel value, log value) -> correction
+            self.channel_head = nn.Sequential(nn.Conv2d(2 * w + 2, w, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, 1, 1))
 
     @staticmethod
     def _with_context(h: torch.Tensor, b: int, k: int) -> torch.Tensor:
@@ -168,15 +170,22 @@ class FuseNet(nn.Module):
         h = F.leaky_relu(self.inp(self._with_context(h, b, k)), 0.2)
         for layer in self.layers:
             h = F.leaky_relu(layer(self._with_context(h, b, k)), 0.2) + h
-        return self.out(self._with_context(h, b, k)).view(b, k, -1, *h.shape[-2:])
+        h = self._with_context(h, b, k)  # (B*K, 2W, h, w)
+        logits = self.out(h).view(b, k, 1, *h.shape[-2:])
+        if self.config.weight_mode == "frame":
+            return logits
+        c = frames.shape[2]
+        log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
+        per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3)  # (B, K, C, 2, h, w)
+        shared = h.view(b, k, 1, *h.shape[1:]).expand(b, k, c, *h.shape[1:])
+        x = torch.cat([shared, per_channel], dim=3).flatten(0, 2)
+        return logits + self.channel_head(x).view(b, k, c, *h.shape[-2:])
 
     def check_input(self, frames: torch.Tensor, ratios: torch.Tensor) -> None:
         if frames.ndim != 5 or ratios.shape != frames.shape[:2]:
             raise ValueError(f"expected frames (B, K, C, H, W) and ratios (B, K), got {tuple(frames.shape)} and {tuple(ratios.shape)}")
         if frames.shape[1] < 2:
             raise FuseError(f"a stack needs at least 2 frames, got K = {frames.shape[1]}")
-        if self.config.weight_mode == "channel" and frames.shape[2] != self.config.channels:
-            raise FuseError(f"this model predicts per-channel weights for C = {self.config.channels}; the stack has C = {frames.shape[2]}")
 
     def forward(self, frames: torch.Tensor, ratios: torch.Tensor, band_rows: int | None = None, keep_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``band_rows`` processes the full-resolution stage in bands of that many rows (the result
@@ -236,10 +245,7 @@ def save_model(path: Path, model: FuseNet, meta: dict | None = None) -> tuple[Pa
         "format_version": FORMAT_VERSION,
         "fusecli_version": __version__,
         "architecture": {"name": "FuseNet", **asdict(model.config)},
-        "supports": {
-            "channels": "any" if model.config.weight_mode == "frame" else [model.config.channels],
-            "frames": "any K >= 2",
-        },
+        "supports": {"channels": "any", "frames": "any K >= 2"},
         "input_domain": "frames (B, K, C, H, W) linear in [0, 1], not scaled by exposure, brightest first, with ratios (B, K) <= 1",
         **(meta or {}),
     }

@@ -27,19 +27,26 @@ def test_shapes_and_normalised_weights(k, c):
     assert torch.allclose(fused, (weights * frames).sum(1))
 
 
-def test_per_channel_weights_and_their_channel_count():
-    model = FuseNet(ModelConfig(weight_mode="channel", channels=4)).eval()
+@pytest.mark.parametrize("c", [1, 3, 4])
+def test_per_channel_weights_for_any_channel_count(c):
+    model = FuseNet(ModelConfig(weight_mode="channel")).eval()
+    frames, ratios = _stack(1, 3, c)
+    fused, weights = model(frames, ratios)
+    assert weights.shape == (1, 3, c, 40, 56) and torch.allclose(weights.sum(1), torch.ones(1, c, 40, 56), atol=1e-5)
+    assert torch.allclose(fused, (weights * frames).sum(1), atol=1e-6)
+
+
+def test_per_channel_weights_can_differ_between_channels():
+    torch.manual_seed(0)
+    model = FuseNet(ModelConfig(weight_mode="channel")).eval()
     frames, ratios = _stack(1, 3, 4)
+    frames[:, 0, 1] = 1.0  # green clipped in the 1/1 frame only
     _, weights = model(frames, ratios)
-    assert weights.shape == (1, 3, 4, 40, 56) and torch.allclose(weights.sum(1), torch.ones(1, 4, 40, 56), atol=1e-5)
-    with pytest.raises(FuseError, match="C = 4; the stack has C = 3"):
-        model(*_stack(1, 3, 3))
-    with pytest.raises(FuseError, match="needs channels"):
-        ModelConfig(weight_mode="channel")
+    assert (weights[0, 0, 1] - weights[0, 0, 0]).abs().max() > 1e-3  # the head sees each channel
 
 
 def test_equivariant_to_the_order_of_frames_given_with_their_ratios():
-    model = FuseNet().eval()
+    model = FuseNet(ModelConfig(weight_mode="channel")).eval()  # the richer head, equivariant too
     frames, ratios = _stack(1, 4, 4, seed=1)
     perm = torch.tensor([2, 0, 3, 1])
     fused, weights = model(frames, ratios)
