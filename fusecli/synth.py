@@ -22,7 +22,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +33,7 @@ import numpy as np
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import read_radiance, write_label
-from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer, unpack_bayer
+from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer
 
 #: XYZ -> camera RGB of the Canon EOS Kiss X4 / 550D (DNG ColorMatrix1, D65), as stored in the real
 #: colorchart.dng of ../shared/data/real (tinydng, MIT licence).

@@ -1,6 +1,5 @@
 """RAW reading: DNG round trips for every CFA phase, the real Canon DNG, bad RAW files."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
