@@ -8,7 +8,8 @@
   its type, so float frames are passed on the 0..255 scale; on single planes the saturation measure
   (spread across channels) is meaningless and is given weight 0.
 - :func:`best_single`: the single frame closest to the label (lowest L1): an oracle choice, the
-  strongest single-exposure baseline.
+  strongest single-exposure baseline. Without a label, :func:`best_exposed` picks the frame with the
+  most well-exposed pixels instead.
 """
 
 from __future__ import annotations
@@ -37,3 +38,10 @@ def best_single(frames: np.ndarray, label: np.ndarray) -> tuple[int, np.ndarray]
     errors = [float(np.abs(f - label).mean()) for f in frames]
     k = int(np.argmin(errors))
     return k, frames[k]
+
+
+def best_exposed(frames: np.ndarray, low: float = 0.02, high: float = 0.95) -> int:
+    """The frame with the most pixels neither clipped (any channel >= ``high``) nor in the noise floor
+    (every channel < ``low``); ties go to the brighter frame. frames (K, C, H, W) [0, 1] -> index."""
+    good = [float(((f.max(axis=0) < high) & (f.max(axis=0) >= low)).mean()) for f in frames]
+    return int(np.argmax(good))

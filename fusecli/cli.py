@@ -25,7 +25,6 @@ app = typer.Typer(
 )
 
 EXIT_USER_ERROR = 1
-EXIT_NOT_IMPLEMENTED = 2
 
 
 @contextlib.contextmanager
@@ -133,11 +132,6 @@ def _print_stack_table(rows: list[dict]) -> None:
             console.print(f"{escape(r['name'])}: {escape(note)}")
         if "error" in r:
             console.print(f"[red]{escape(r['name'])}: {escape(r['error'])}[/red]")
-
-
-def _not_implemented(command: str) -> None:
-    typer.echo(f"fusecli {command}: not implemented yet", err=True)
-    raise typer.Exit(EXIT_NOT_IMPLEMENTED)
 
 
 @app.command()
@@ -315,10 +309,181 @@ def _print_fuse_summary(results) -> None:
     Console().print(table)
 
 
+EXIT_THRESHOLD = 3
+
+
 @app.command("eval")
-def evaluate() -> None:
-    """Score a model and baselines against held-out labels (not implemented yet)."""
-    _not_implemented("eval")
+def evaluate(
+    paths: List[Path] = typer.Argument(..., help="Folders of stacks with labels (label.* beside the frames); stacks without one get mef_ssim only."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model file (default: the bundled one)."),
+    method: str = typer.Option("model", "--method", help="Comma-separated methods: model, mertens, single, uniform."),
+    pred: List[Path] = typer.Option([], "--pred", help="Folder of another tool's outputs (NAME.* or NAME_fused.* per stack); repeatable."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout (nothing else goes to stdout)."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the results as CSV on stdout: one row per stack and method, then the aggregates."),
+    per_stack: bool = typer.Option(False, "--per-stack", help="Also show a table row for every stack."),
+    fail_under: Optional[str] = typer.Option(None, "--fail-under", help="Exit 3 if the first method's mean is below any of these, e.g. psnr=30,ssim=0.9."),
+    fail_over: Optional[str] = typer.Option(None, "--fail-over", help="Exit 3 if the first method's mean is above any of these, e.g. l1=0.02."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a contact sheet per stack and summary.png into this folder."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
+    transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+) -> None:
+    """Score the model and baselines against held-out labels: the seed's loss terms, PSNR, SSIM, MEF-SSIM.
+
+    Exit codes: 0 all stacks scored (and thresholds met), 1 some stack or method could not be scored
+    (reasons in the output), 2 usage error, 3 a --fail-under/--fail-over threshold missed.
+    """
+    from fusecli import evaluate as ev
+    from fusecli.losses import LossConfig
+    from fusecli.model import load_model
+    from fusecli.runtime import pick_device
+    from fusecli.stack import discover
+
+    with user_errors():
+        if as_json and as_csv:
+            raise FuseError("--json and --csv: choose one")
+        if transfer not in ("auto", "srgb", "linear"):
+            raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
+        methods = tuple(m.strip().lower() for m in method.split(",") if m.strip()) if method else ()
+        bad = [m for m in methods if m not in ev.BUILTIN_METHODS]
+        if bad or (not methods and not pred):
+            raise FuseError(f"--method {method!r}: expected a comma-separated list of {', '.join(ev.BUILTIN_METHODS)}")
+        for folder in pred:
+            if not folder.is_dir():
+                raise FuseError(f"--pred {folder}: not a folder")
+        options = ev.EvalOptions(methods, tuple(pred), _parse_ratios(ratios), transfer)
+        names = ev.method_names(options)
+        thresholds = ev.parse_thresholds(fail_under, "under") + ev.parse_thresholds(fail_over, "over")
+        sources = discover(paths, group_size=group_size)
+        torch_device = pick_device(device)
+        net, sidecar = load_model(model, torch_device)
+        loss_config = LossConfig.from_dict(sidecar.get("loss", {}), source=str(model or "the bundled model"))
+        rows = _eval_with_progress(ev, sources, net, torch_device, loss_config, options, report, quiet)
+        if report is not None:
+            from fusecli.report import write_summary_plot
+
+            write_summary_plot(report, rows, names)
+    aggregates = ev.aggregate(rows, names)
+    checks = ev.check_thresholds(aggregates, names[0], thresholds)
+    failed = sum(r["status"] == "failed" for r in rows)
+    if as_json:
+        typer.echo(json.dumps(_eval_json(model, loss_config, ev.total_formula(loss_config), names, rows, aggregates, checks, failed), indent=2))
+    elif as_csv:
+        typer.echo(_eval_csv(rows, aggregates), nl=False)
+    else:
+        _print_eval_tables(rows, aggregates, names, ev, ev.total_formula(loss_config), checks, per_stack)
+    if failed:
+        raise typer.Exit(EXIT_USER_ERROR)
+    if any(not c["passed"] for c in checks):
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _eval_with_progress(ev, sources, net, device, loss_config, options, report: Optional[Path], quiet: bool) -> list[dict]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.completed}/{task.total} stacks"), BarColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as progress:
+        task = progress.add_task("eval", total=len(sources))
+
+        def on_case(case, case_rows, predictions) -> None:
+            for r in case_rows:
+                if r["status"] == "failed":
+                    console.print(f"fusecli eval: {r['stack']} ({r['method']}): {r['reason']}", markup=False, highlight=False)
+            if report is not None and case.stack is not None and predictions:
+                from fusecli.report import write_contact_sheet
+
+                write_contact_sheet(report, case, predictions, case_rows)
+            progress.update(task, advance=1)
+
+        return ev.evaluate_sources(sources, net, device, loss_config, options, on_case=on_case)
+
+
+def _eval_json(model, loss_config, formula: str, methods, rows, aggregates, checks, failed: int) -> dict:
+    return {
+        "model": str(model) if model else "bundled default",
+        "loss": loss_config.to_dict(),
+        "total": formula,
+        "methods": list(methods),
+        "rows": rows,
+        "aggregate": aggregates,
+        "thresholds": checks,
+        "failed": failed,
+    }
+
+
+def _eval_csv(rows: list[dict], aggregates: list[dict]) -> str:
+    import csv
+    import io
+
+    from fusecli.evaluate import METRICS
+
+    buffer = io.StringIO()
+    fields = ["kind", "stack", "method", "status", "labelled", "reason", *METRICS, "seconds", "stacks"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({"kind": "stack", **r})
+    for a in aggregates:
+        writer.writerow({"kind": a["stat"], "stack": "", "status": "", "reason": "", **{k: v for k, v in a.items() if k != "stat"}})
+    return buffer.getvalue()
+
+
+def _print_eval_tables(rows, aggregates, methods, ev, formula: str, checks, per_stack: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    metrics = [m for m in ev.METRICS if any(a[m] is not None for a in aggregates)]
+
+    def best_of(group: list[dict], metric: str):
+        values = [g[metric] for g in group if g[metric] is not None]
+        if len(values) < 2:
+            return None
+        return max(values) if metric in ev.HIGHER_IS_BETTER else min(values)
+
+    def cell(value, best) -> str:
+        if value is None:
+            return "-"
+        text = f"{value:.2f}" if abs(value) >= 10 else (f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}")
+        return f"[bold green]{text}[/]" if best is not None and value == best else text
+
+    if per_stack:
+        short = [m for m in ("total", "l1", "psnr", "ssim", "mef_ssim") if m in metrics]
+        table = Table(title="per stack (every metric: --json or --csv)")
+        for col in ("stack", "method", *short):
+            table.add_column(col, justify="left" if col in ("stack", "method") else "right", overflow="fold")
+        for s in dict.fromkeys(r["stack"] for r in rows):
+            group = [r for r in rows if r["stack"] == s]
+            ok = [r for r in group if r["status"] == "ok"]
+            for j, r in enumerate(group):
+                values = [cell(r[m], best_of(ok, m)) for m in short] if r["status"] == "ok" else ["[red]failed[/]"] + [""] * (len(short) - 1)
+                table.add_row(escape(s) if j == 0 else "", escape(r["method"]), *values, end_section=j == len(group) - 1)
+        console.print(table)
+    n = len(dict.fromkeys(r["stack"] for r in rows))
+    labelled = len({r["stack"] for r in rows if r["labelled"]})
+    table = Table(title=f"{n} stacks, {labelled} labelled: mean (median)")
+    table.add_column("metric")
+    means = [a for a in aggregates if a["stat"] == "mean"]
+    medians = {a["method"]: a for a in aggregates if a["stat"] == "median"}
+    for a in means:
+        table.add_column(f"{escape(a['method'])}\n{a['stacks']} stacks", justify="right")
+    for m in metrics:
+        best = best_of(means, m)
+        table.add_row(f"{m} {'↑' if m in ev.HIGHER_IS_BETTER else '↓'}", *[f"{cell(a[m], best)}\n[dim]({cell(medians[a['method']][m], None)})[/]" for a in means])
+    console.print(table)
+    console.print(escape(formula), highlight=False)
+    for r in rows:
+        if r["status"] == "failed":
+            console.print(f"[red]{escape(r['stack'])} ({escape(r['method'])}): {escape(r['reason'] or '')}[/]")
+    for c in checks:
+        verdict = "[green]met[/]" if c["passed"] else "[red]missed[/]"
+        sign = ">=" if c["op"] == "under" else "<="
+        console.print(f"threshold {c['metric']} {sign} {c['limit']:g} for {escape(c['method'])}: {c['value'] if c['value'] is None else round(c['value'], 4)} {verdict}")
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, smooth_scene, write_bracket_files
@@ -62,12 +61,6 @@ def test_ratios_option(tmp_path):
     assert stack["ratios"] == [1.0, 0.3, 0.1] and stack["ratio_source"] == "user"
     bad = runner.invoke(app, ["inspect", str(tmp_path), "--ratios", "1,fast"])
     assert bad.exit_code == 1 and "expected comma-separated numbers" in bad.stderr
-
-
-@pytest.mark.parametrize("command", ["eval"])
-def test_later_commands_say_not_implemented(command):
-    result = runner.invoke(app, [command])
-    assert result.exit_code == 2 and "not implemented yet" in result.stderr and not result.stdout
 
 
 def test_version():

@@ -1,0 +1,310 @@
+"""Scoring fusions against held-out labels: the seed's loss terms, PSNR, SSIM and MEF-SSIM, for the
+model, classical baselines and other tools' outputs, per stack and aggregated.
+
+Methods: ``model`` (the network, as ``fuse`` runs it), ``mertens`` and ``single`` (see
+:mod:`fusecli.baselines`), ``uniform`` (the mean of the frames, a floor), and predictions that other
+tools wrote (:func:`find_prediction` says how files are matched to stacks).
+
+What each stack gets:
+
+- with a label: every loss term of :class:`fusecli.losses.FusionLoss`, ``total``, ``psnr``, ``ssim``
+  and ``mef_ssim``. ``total`` = l1 + gradient_l1 + gamma*grad_sign + eta*high_smooth +
+  lambda_luma*luma_grad with the model's loss configuration: the image terms, the same for every
+  method. ``black_reg`` regularises fusion weights, not images, so it is reported apart and only for
+  methods that have weights (the model); training adds lambda_black*black_reg to ``total``.
+- without a label: ``mef_ssim`` only (it needs no label); the stack is counted as unlabelled.
+
+MEF-SSIM uses 3 scales where the image allows (both sides >= 44 pixels), fewer on smaller images.
+PSNR of a perfect prediction is capped at :data:`fusecli.metrics.PSNR_CAP_DB` (100 dB).
+
+Aggregates are the mean and the median over the stacks a method scored, per metric.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fusecli.baselines import best_exposed, best_single, mertens
+from fusecli.errors import FuseError
+from fusecli.fuse import fuse_stack
+from fusecli.io import image as image_io
+from fusecli.io import raw as raw_io
+from fusecli.io.common import RAW_EXTENSIONS
+from fusecli.losses import FusionLoss, LossConfig
+from fusecli.metrics import mef_ssim, psnr, ssim
+from fusecli.model import FuseNet
+from fusecli.stack import Stack, StackSource, load_stack
+
+METRICS = ("total", "l1", "gradient_l1", "grad_sign", "high_smooth", "luma_grad", "black_reg", "psnr", "ssim", "mef_ssim")
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "mef_ssim"})
+BUILTIN_METHODS = ("model", "mertens", "single", "uniform")
+PRED_EXTENSIONS = (".dng", ".tif", ".tiff", ".png", ".exr", ".hdr", ".jpg", ".jpeg")
+
+
+@dataclass
+class EvalOptions:
+    methods: tuple[str, ...] = ("model",)
+    preds: tuple[Path, ...] = ()  # folders of other tools' outputs; each is a method named after the folder
+    ratios: Sequence[float] | None = None
+    transfer: str = "auto"
+    max_memory: float = 1.0
+
+
+@dataclass
+class Prediction:
+    """One method's output for one stack: fused (C, H, W) float32 [0, 1]; weights (K, 1|C, H, W) or None."""
+
+    fused: np.ndarray
+    weights: np.ndarray | None = None
+
+
+@dataclass
+class Case:
+    """A decoded stack with everything it is scored against (read once, in the prefetch thread)."""
+
+    source: StackSource
+    stack: Stack | None = None
+    label: np.ndarray | None = None
+    label_error: str | None = None
+    preds: dict[str, Prediction | str] = field(default_factory=dict)  # method -> prediction or why not
+    error: str | None = None
+
+
+def pred_method(folder: Path) -> str:
+    """The method name of a --pred folder: its name (``enfuse``, ``hdrmerge``...)."""
+    return Path(folder).resolve().name or str(folder)
+
+
+def method_names(options: EvalOptions) -> list[str]:
+    names = list(options.methods) + [pred_method(p) for p in options.preds]
+    if len(set(names)) != len(names):
+        raise FuseError(f"methods {', '.join(names)}: each must appear once (rename a --pred folder that clashes)")
+    return names
+
+
+def find_prediction(folder: Path, stack_name: str) -> Path:
+    """The file in ``folder`` that holds a prediction for stack ``stack_name``: ``NAME.ext`` or
+    ``NAME_fused.ext`` (what ``fusecli fuse`` writes), ext one of :data:`PRED_EXTENSIONS`, in that
+    order of preference."""
+    for stem in (stack_name, f"{stack_name}_fused"):
+        for ext in PRED_EXTENSIONS:
+            for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    raise FuseError(f"{folder}: no prediction for stack {stack_name} (looked for {stack_name}.* and {stack_name}_fused.*)")
+
+
+def read_prediction(path: Path, stack: Stack, transfer: str = "auto") -> np.ndarray:
+    """A prediction file -> (C, H, W) float32 [0, 1] in the stack's domain: packed planes for RAW
+    stacks (a DNG or other RAW is decoded like a frame; a TIFF must hold the 4 planes, as labels do),
+    linear RGB/mono otherwise. Values are taken as they are (no exposure matching)."""
+    if stack.kind == "raw" and path.suffix.lower() in RAW_EXTENSIONS:
+        planes = raw_io.read_raw(path)[0]
+    else:
+        planes = image_io.read_label(path, transfer="linear" if stack.transfer == "linear" else transfer)  # type: ignore[arg-type]
+    if planes.shape != stack.frames.shape[1:]:
+        raise FuseError(f"{path}: prediction of shape (C, H, W) = {planes.shape} does not match the stack's {stack.frames.shape[1:]}")
+    return planes
+
+
+def mef_levels(height: int, width: int) -> int:
+    """MEF-SSIM scales that fit an image: 3 where both sides are >= 44, down to 1 (sides >= 11)."""
+    for levels in (3, 2, 1):
+        if min(height, width) >= 11 * 2 ** (levels - 1):
+            return levels
+    return 0
+
+
+@torch.inference_mode()
+def score(pred: Prediction, frames: np.ndarray, label: np.ndarray | None, loss_config: LossConfig, device: torch.device | str = "cpu") -> dict[str, float | None]:
+    """Every metric of one prediction. frames (K, C, H, W), label (C, H, W) or None, all [0, 1] ->
+    {metric: value or None where it does not apply} with the keys of :data:`METRICS`."""
+    y = torch.from_numpy(np.ascontiguousarray(pred.fused, dtype=np.float32))[None].to(device)
+    f = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None].to(device)
+    out: dict[str, float | None] = dict.fromkeys(METRICS)
+    levels = mef_levels(*y.shape[-2:])
+    if levels:
+        out["mef_ssim"] = float(mef_ssim(f, y, levels=levels))
+    if label is None:
+        return out
+    y_star = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None].to(device)
+    k = f.shape[1]
+    weights = torch.from_numpy(pred.weights)[None].to(device) if pred.weights is not None else torch.full((1, k, 1, *y.shape[-2:]), 1.0 / k, device=device)
+    _, terms = FusionLoss(loss_config)(y, y_star, f, weights)
+    for name, value in terms.items():
+        out[name] = float(value)
+    if pred.weights is None:
+        out["black_reg"] = None
+    c = loss_config
+    out["total"] = out["l1"] + out["gradient_l1"] + c.gamma * out["grad_sign"] + c.eta * out["high_smooth"] + c.lambda_luma * out["luma_grad"]  # type: ignore[operator]
+    out["psnr"] = float(psnr(y, y_star))
+    if min(y.shape[-2:]) >= 11:
+        out["ssim"] = float(ssim(y, y_star))
+    return out
+
+
+def total_formula(c: LossConfig) -> str:
+    return f"total = l1 + gradient_l1 + {c.gamma:g}*grad_sign + {c.eta:g}*high_smooth + {c.lambda_luma:g}*luma_grad (black_reg apart; training adds {c.lambda_black:g}*black_reg)"
+
+
+def predict(method: str, case: Case, model: FuseNet | None, device: torch.device, options: EvalOptions) -> Prediction:
+    """Run one method on a decoded stack."""
+    stack = case.stack
+    assert stack is not None
+    if method in case.preds:
+        pred = case.preds[method]
+        if isinstance(pred, str):
+            raise FuseError(pred)
+        return pred
+    if method == "model":
+        if model is None:
+            raise FuseError("no model loaded")
+        try:
+            fused, weights = fuse_stack(model, stack, device, options.max_memory, keep_weights=True)
+        except (RuntimeError, ValueError) as e:
+            raise FuseError(f"stack {stack.name}: the model cannot fuse it ({str(e).splitlines()[0]})") from None
+        return Prediction(fused, weights)
+    if method == "mertens":
+        return Prediction(mertens(stack.frames))
+    if method == "single":
+        k = best_single(stack.frames, case.label)[0] if case.label is not None else best_exposed(stack.frames)
+        return Prediction(stack.frames[k])
+    if method == "uniform":
+        return Prediction(stack.frames.mean(axis=0))
+    raise FuseError(f"unknown method {method!r} (choose from {', '.join(BUILTIN_METHODS)})")
+
+
+def prepare(source: StackSource, options: EvalOptions) -> Case:
+    """Decode a stack, its label and the other tools' predictions for it; errors go into the case."""
+    case = Case(source)
+    try:
+        case.stack = load_stack(source, options.ratios, options.transfer)  # type: ignore[arg-type]
+    except FuseError as e:
+        case.error = str(e)
+        return case
+    if source.label is not None:
+        try:
+            case.label = case.stack.read_label()
+        except FuseError as e:
+            case.label_error = str(e)
+    for folder in options.preds:
+        name = pred_method(folder)
+        try:
+            case.preds[name] = Prediction(read_prediction(find_prediction(Path(folder), source.name), case.stack, options.transfer))
+        except FuseError as e:
+            case.preds[name] = str(e)
+    return case
+
+
+def _row(stack: str, method: str, status: str, labelled: bool, reason: str | None = None, metrics: dict | None = None, seconds: float = 0.0) -> dict:
+    row = {"stack": stack, "method": method, "status": status, "labelled": labelled, "reason": reason}
+    row.update(metrics or dict.fromkeys(METRICS))
+    row["seconds"] = round(seconds, 4)
+    return row
+
+
+def evaluate_sources(
+    sources: Sequence[StackSource],
+    model: FuseNet | None,
+    device: torch.device,
+    loss_config: LossConfig,
+    options: EvalOptions,
+    on_case: Callable[[Case, list[dict], list[tuple[str, Prediction]]], None] | None = None,
+) -> list[dict]:
+    """Score every method on every stack -> one row per (stack, method): stack, method, status ("ok"
+    or "failed"), labelled, reason, the metrics of :data:`METRICS` (None where they do not apply)
+    and seconds. The next stack is decoded while this one is scored. ``on_case(case, rows,
+    predictions)`` sees each stack's results (the report and progress bar use it)."""
+    methods = method_names(options)
+    rows: list[dict] = []
+    if not sources:
+        return rows
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future = pool.submit(prepare, sources[0], options)
+        for i in range(len(sources)):
+            case = pending.result()
+            if i + 1 < len(sources):
+                pending = pool.submit(prepare, sources[i + 1], options)
+            case_rows: list[dict] = []
+            predictions: list[tuple[str, Prediction]] = []
+            name = case.source.name
+            if case.error is not None or case.stack is None:
+                case_rows = [_row(name, m, "failed", case.source.label is not None, case.error) for m in methods]
+            elif case.label_error is not None:
+                case_rows = [_row(name, m, "failed", True, case.label_error) for m in methods]
+            else:
+                for method in methods:
+                    t0 = time.perf_counter()
+                    try:
+                        pred = predict(method, case, model, device, options)
+                        metrics = score(pred, case.stack.frames, case.label, loss_config, device)
+                    except FuseError as e:
+                        case_rows.append(_row(name, method, "failed", case.label is not None, str(e)))
+                        continue
+                    predictions.append((method, pred))
+                    case_rows.append(_row(name, method, "ok", case.label is not None, None, metrics, time.perf_counter() - t0))
+            rows += case_rows
+            if on_case:
+                on_case(case, case_rows, predictions)
+    return rows
+
+
+def aggregate(rows: Sequence[dict], methods: Sequence[str]) -> list[dict]:
+    """Mean and median of every metric over the stacks each method scored -> rows with method, stat
+    ("mean" or "median"), stacks (scored), labelled (of those, with a label) and the metrics."""
+    out = []
+    for method in methods:
+        ok = [r for r in rows if r["method"] == method and r["status"] == "ok"]
+        for stat, fn in (("mean", statistics.fmean), ("median", statistics.median)):
+            agg = {"method": method, "stat": stat, "stacks": len(ok), "labelled": sum(r["labelled"] for r in ok)}
+            for m in METRICS:
+                values = [r[m] for r in ok if r[m] is not None]
+                agg[m] = float(fn(values)) if values else None
+            out.append(agg)
+    return out
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    op: str  # "under": fail if value < limit; "over": fail if value > limit
+    limit: float
+
+
+def parse_thresholds(text: str | None, op: str) -> list[Threshold]:
+    """``psnr=30,ssim=0.9`` -> thresholds; unknown metrics and non-numbers are user errors."""
+    if not text:
+        return []
+    out = []
+    for item in text.split(","):
+        metric, sep, value = item.strip().partition("=")
+        metric = metric.strip()
+        if not sep or metric not in METRICS:
+            raise FuseError(f"--fail-{op} {text!r}: expected METRIC=VALUE[,...] with METRIC one of {', '.join(METRICS)}")
+        try:
+            limit = float(value)
+        except ValueError:
+            raise FuseError(f"--fail-{op} {text!r}: {value.strip()!r} is not a number") from None
+        out.append(Threshold(metric, op, limit))
+    return out
+
+
+def check_thresholds(aggregates: Sequence[dict], method: str, thresholds: Sequence[Threshold]) -> list[dict]:
+    """Each threshold against ``method``'s mean -> [{metric, op, limit, value, passed}]. A metric the
+    method has no value for fails (a gate must not pass on missing data)."""
+    mean = next((a for a in aggregates if a["method"] == method and a["stat"] == "mean"), None)
+    out = []
+    for t in thresholds:
+        value = mean.get(t.metric) if mean else None
+        passed = value is not None and not math.isnan(value) and (value >= t.limit if t.op == "under" else value <= t.limit)
+        out.append({"method": method, "metric": t.metric, "op": t.op, "limit": t.limit, "value": value, "passed": passed})
+    return out
