@@ -121,12 +121,19 @@ def camera_to_srgb(camera: CameraInfo) -> np.ndarray:
     return np.linalg.inv(cam_from_rgb).astype(np.float32)
 
 
+def develop(rgb: np.ndarray, camera: CameraInfo) -> np.ndarray:
+    """Camera RGB (..., 3) linear [0, 1] -> linear sRGB [0, 1]: camera white balance, then clip to
+    the sensor's range (dcraw's default highlight clipping: a pixel clipped in every channel
+    becomes white, not the magenta that the white-balance gains would make of it), then the camera
+    matrix."""
+    balanced = np.clip(rgb * np.asarray(camera.white_balance, np.float32), 0, 1)
+    return np.clip(balanced @ camera_to_srgb(camera).T, 0, 1)
+
+
 def render_raw(planes: np.ndarray, camera: CameraInfo, linear: bool = False) -> np.ndarray:
     """Packed planes (4, h, w) [0, 1] -> (2h, 2w, 3) float32 sRGB (or linear sRGB) [0, 1], upright."""
     mosaic = np.round(unpack_bayer(np.clip(planes, 0, 1), camera.cfa) * 65535).astype(np.uint16)
-    rgb = cv2.cvtColor(mosaic, _OPENCV_BAYER[camera.cfa]).astype(np.float32) / 65535
-    rgb *= np.asarray(camera.white_balance, np.float32)
-    rgb = np.clip(rgb @ camera_to_srgb(camera).T, 0, 1)
+    rgb = develop(cv2.cvtColor(mosaic, _OPENCV_BAYER[camera.cfa]).astype(np.float32) / 65535, camera)
     return orient(rgb if linear else linear_to_srgb(rgb), camera.orientation)
 
 

@@ -9,7 +9,7 @@ above it (:func:`sheet_size` gives its size):
   the weight map (the colours of ``fuse --save-weights``; absent for methods without weights).
 
 Images are shown as a viewer would: packed RAW planes at half resolution (R, mean of the greens, B),
-camera white balance and colour matrix, sRGB curve, upright; RGB and mono frames with the sRGB curve.
+developed as ``fuse`` develops TIFFs (:func:`fusecli.fuse.develop`), sRGB curve, upright; RGB and mono frames with the sRGB curve.
 
 Summary plot (``DIR/summary.png``): per metric, the per-stack values of each method as points with
 the median marked, so outliers are seen at once (matplotlib, Agg backend: no display needed).
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from fusecli.evaluate import Case, HIGHER_IS_BETTER, Prediction
-from fusecli.fuse import camera_to_srgb, orient, weight_map, write_picture
+from fusecli.fuse import develop, orient, weight_map, write_picture
 from fusecli.io.image import linear_to_srgb
 from fusecli.stack import Stack
 
@@ -38,9 +38,7 @@ SUMMARY_METRICS = ("psnr", "ssim", "mef_ssim", "l1", "total")
 def display_rgb(chw: np.ndarray, stack: Stack) -> np.ndarray:
     """(C, H, W) linear [0, 1] in the stack's domain -> (H', W', 3) float32 sRGB [0, 1], upright."""
     if stack.kind == "raw" and stack.camera is not None:
-        rgb = np.stack([chw[0], 0.5 * (chw[1] + chw[2]), chw[3]], axis=-1)
-        rgb = rgb * np.asarray(stack.camera.white_balance, np.float32)
-        rgb = np.clip(rgb @ camera_to_srgb(stack.camera).T, 0, 1)
+        rgb = develop(np.stack([chw[0], 0.5 * (chw[1] + chw[2]), chw[3]], axis=-1), stack.camera)
         return orient(linear_to_srgb(rgb), stack.camera.orientation)
     hwc = np.moveaxis(chw, 0, -1)
     if hwc.shape[-1] == 1:
