@@ -202,3 +202,27 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
     assert not list(out.glob(".*.part"))
     for dng in out.glob("*_fused.dng"):
         assert read_raw(dng)[0].shape == (4, 192, 256)
+
+
+def test_develop_renders_clipped_highlights_white_not_magenta():
+    from conftest import camera
+    from fusecli.fuse import develop
+
+    cam = camera()  # white balance R x2, B x1.5: gains that turn a clipped (1, 1, 1) magenta
+    rgb = develop(np.array([[[1.0, 1.0, 1.0], [0.25, 0.5, 1 / 3]]], np.float32), cam)
+    assert np.allclose(rgb[0, 0], 1.0, atol=1e-5)  # clipped in every channel: white
+    assert np.ptp(rgb[0, 1]) < 1e-5 and rgb[0, 1, 0] == pytest.approx(0.5, abs=1e-4)  # grey stays grey
+
+
+def test_outputs_are_ordinary_files_whatever_the_writer_does(tmp_path):
+    from fusecli.io.common import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.bin") as tmp:
+            tmp.unlink()  # some writers (safetensors) replace the file they are given
+            tmp.write_bytes(b"x")
+            os.chmod(tmp, 0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
