@@ -1,0 +1,53 @@
+"""Colour in partially clipped highlights: where the 1/1 frame clipped some channels but not all,
+how far the fused image's R/G and B/G ratios are from the label's (a magenta cast shows as R/G and
+B/G above the label's), per sample stack and model.
+
+    python bench/highlight_colour.py [--model PATH ...] [--stacks samples/]
+
+Pixels counted: the 1/1 frame's largest channel >= 0.999 and its smallest < 0.99. G is the mean of
+the two green planes. Medians over those pixels; "l1" is the mean absolute error there.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import describe  # noqa: E402
+
+from fusecli.fuse import fuse_stack  # noqa: E402
+from fusecli.model import load_model  # noqa: E402
+from fusecli.stack import discover, load_stack  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model files (default: the bundled one)")
+    ap.add_argument("--stacks", type=Path, default=SAMPLES)
+    a = ap.parse_args()
+    print(describe())
+    print(f"{'model':<24}{'stack':<16}{'pixels':>8}{'R/G fused':>11}{'label':>7}{'B/G fused':>11}{'label':>7}{'l1':>8}")
+    for path in a.model:
+        model, sidecar = load_model(path)
+        name = f"{Path(path).name if path else 'bundled'} ({sidecar['architecture']['weight_mode']})"
+        for source in discover([a.stacks]):
+            stack = load_stack(source)
+            label = stack.read_label()
+            fused, _ = fuse_stack(model, stack, torch.device("cpu"), keep_weights=False)
+            ref = stack.frames[0]
+            partial = (ref.max(axis=0) >= 0.999) & (ref.min(axis=0) < 0.99)
+            cells = []
+            for img in (fused, label):
+                green = np.maximum(0.5 * (img[1] + img[2]), 1e-4)
+                cells.append((np.median((img[0] / green)[partial]), np.median((img[3] / green)[partial])))
+            l1 = np.abs(fused - label)[:, partial].mean()
+            print(f"{name:<24}{source.name:<16}{partial.mean():>7.1%} {cells[0][0]:>10.3f}{cells[1][0]:>7.3f}{cells[0][1]:>11.3f}{cells[1][1]:>7.3f}{l1:>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
