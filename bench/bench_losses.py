@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe, median_seconds  # noqa: E402
+import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 
 from fusecli.losses import FusionLoss  # noqa: E402
 from fusecli.runtime import keep_freed_memory  # noqa: E402

@@ -5,7 +5,10 @@ import platform
 import statistics
 import time
 
-import torch
+from fusecli.runtime import passive_openmp_threads
+
+passive_openmp_threads()  # as the CLI does, before torch is imported
+import torch  # noqa: E402
 
 
 def describe() -> str:

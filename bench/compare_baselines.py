@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe  # noqa: E402
+import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 
 from fusecli.baselines import best_single, mertens  # noqa: E402
 from fusecli.evaluate import Prediction, score  # noqa: E402
