@@ -1,15 +1,23 @@
-"""End-to-end `fuse` time per stack (decode + model + DNG write) against rawpy's decode of the same
-files, for the bundled samples and a synthetic 24 MP 3-frame DNG stack; peak RSS of this process.
+"""End to end against the decoder floor: ``fuse`` on a folder of RAW (DNG) stacks, DNG out, against
+reading the same files with rawpy alone; peak RSS. Target: fuse <= 1.3x the decode time.
 
-    python bench/bench_fuse.py [--megapixels 24] [--frames 3] [--repeat 3] [--no-samples]
+    python bench/bench_fuse.py [--stacks 10] [--megapixels 24] [--frames 3] [--repeat 3] [--no-samples] [--cli]
 
-For the memory target, run the large stack alone: --megapixels 50 --frames 5 --repeat 1 --no-samples.
+Stacks are synthesised (a smooth gradient scene with noise, RGGB, 14-bit, exposures 1, 1/4, ...).
+"fuse" is fusecli.fuse.fuse_sources in this process with the model loaded (decode, fusion, DNG
+write, the next stack decoded while this one is fused); ``--cli`` also times the whole
+``fusecli fuse`` command as a new process (Python start-up, imports and model load included).
+"decode" is ``rawpy.imread(f).raw_image_visible.copy()`` for every frame, one after another.
+For the memory target, run the large stack alone: --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples.
 """
 
 import argparse
+import os
 import resource
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -26,14 +34,15 @@ from fusecli.model import load_model  # noqa: E402
 from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
 from fusecli.stack import discover  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
 
 
-def write_stack(folder: Path, megapixels: float, frames: int) -> None:
+def write_stack(folder: Path, megapixels: float, frames: int, seed: int = 0) -> None:
     h = int(round((megapixels * 1e6 / 1.5) ** 0.5 / 2)) * 2
     w = int(round(h * 1.5 / 2)) * 2
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    scene = 0.02 + 3.0 * (x / w) * (y / h) + 0.05 * np.random.default_rng(0).random((h, w), dtype=np.float32)
+    scene = 0.02 + 3.0 * (x / w) * (y / h) + 0.05 * np.random.default_rng(seed).random((h, w), dtype=np.float32)
     cam = CameraInfo("fusecli", "bench", "RGGB", (2048.0,) * 4, 16383.0, (2.0, 1.0, 1.5), None)
     folder.mkdir(parents=True)
     for k, r in enumerate(0.25**k for k in range(frames)):
@@ -43,21 +52,25 @@ def write_stack(folder: Path, megapixels: float, frames: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stacks", type=int, default=10)
     ap.add_argument("--megapixels", type=float, default=24.0)
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-samples", action="store_true")
+    ap.add_argument("--cli", action="store_true", help="also time the fusecli fuse command as a new process")
     a = ap.parse_args()
     keep_freed_memory()
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(describe())
-    print(f"{'stacks':<32}{'fuse s/stack':>14}{'rawpy decode s':>16}{'ratio':>8}")
+    print(f"median of {a.repeat} run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack")
+    print(f"{'stacks':<36}{'fuse':>9}{'decode':>9}{'ratio':>8}   (target <= 1.3x)")
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big"
-        write_stack(big / "stack", a.megapixels, a.frames)
-        cases = [] if a.no_samples else [("samples (3 x 3 x 0.2 MP)", SAMPLES)]
-        for name, folder in cases + [(f"{a.megapixels:g} MP, {a.frames} frames", big)]:
+        for i in range(a.stacks):
+            write_stack(big / f"stack_{i:02d}", a.megapixels, a.frames, seed=i)
+        cases = [] if a.no_samples else [("samples (3 stacks, 3 x 0.2 MP)", SAMPLES)]
+        for name, folder in cases + [(f"{a.stacks} x {a.megapixels:g} MP, {a.frames} frames", big)]:
             sources = discover([folder])
             files = [f.path for s in sources for f in s.frames]
             out = Path(tmp) / "out"
@@ -70,9 +83,16 @@ def main() -> None:
                     with rawpy.imread(str(f)) as raw:
                         raw.raw_image_visible.copy()
 
-            t_fuse = median_seconds(run, a.repeat, warmup=0 if a.repeat == 1 else 1) / len(sources)
-            t_decode = median_seconds(decode, a.repeat, warmup=0 if a.repeat == 1 else 1) / len(sources)
-            print(f"{name:<32}{t_fuse:>14.3f}{t_decode:>16.3f}{t_fuse / t_decode:>7.2f}x")
+            warmup = 0 if a.repeat == 1 else 1
+            t_fuse = median_seconds(run, a.repeat, warmup=warmup) / len(sources)
+            t_decode = median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
+            print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x")
+            if a.cli and folder == big:
+                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "fusecli", "fuse", str(big), "-o", str(Path(tmp) / "cli"), "--quiet"], env=env, check=True)
+                t_cli = (time.perf_counter() - t0) / len(sources)
+                print(f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

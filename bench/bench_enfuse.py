@@ -1,0 +1,101 @@
+"""End to end against enfuse: a folder of ten 3-frame 12 MP stacks as 16-bit TIFF, fused by
+``fusecli fuse`` (16-bit TIFF out) and by ``enfuse -d 16`` (2 OpenMP threads), each as its own
+process from a cold start: wall time and peak RSS.
+
+    python bench/bench_enfuse.py [--stacks 10] [--megapixels 12] [--repeat 1]
+
+Needs enfuse (Debian: ``apt-get install enfuse``); without it, fusecli alone is measured and the
+comparison is skipped with a message. The stacks are synthesised on the fly from procedural
+scenes (fusecli.synth), exposures 1, 1/4, 1/16, sRGB-encoded as photographers' TIFF stacks are;
+fusecli reads them with ``--transfer srgb --ratios 1,0.25,0.0625``. enfuse gets each stack's three
+files and writes one TIFF per stack, one process per stack as a script over a folder runs it.
+Peak RSS is the largest of the processes (``wait4``); times are the median of --repeat runs.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mertens import RATIOS  # noqa: E402
+from common import describe  # noqa: E402
+
+from fusecli.io.image import linear_to_srgb  # noqa: E402
+from fusecli.synth import procedural_scene  # noqa: E402
+
+FUSECLI = [sys.executable, "-m", "fusecli"]
+
+
+def write_stacks(root: Path, count: int, megapixels: float) -> list[list[Path]]:
+    """``count`` folders of 3 sRGB 16-bit TIFFs (H, W, 3), 4:3, different procedural scenes."""
+    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
+    w = int(round(h * 4 / 3))
+    stacks = []
+    for i in range(count):
+        scene = procedural_scene(h, w, np.random.default_rng(i))
+        scene *= np.float32(0.5 / np.percentile(scene, 50))
+        folder = root / f"stack_{i:02d}"
+        folder.mkdir(parents=True)
+        files = []
+        for k, r in enumerate(RATIOS):
+            path = folder / f"frame_{k + 1}.tif"
+            tifffile.imwrite(path, np.round(linear_to_srgb(np.clip(scene * np.float32(r), 0, 1)) * 65535).astype(np.uint16), photometric="rgb")
+            files.append(path)
+        stacks.append(files)
+    return stacks
+
+
+def run_measured(commands: list[list[str]], env: dict) -> tuple[float, float]:
+    """Run commands one after another -> (wall seconds, peak RSS GiB of the largest process)."""
+    peak = 0
+    t0 = time.perf_counter()
+    for cmd in commands:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status != 0:
+            raise SystemExit(f"{' '.join(cmd[:4])}... failed: {proc.stderr.read().decode()[-500:]}")
+        peak = max(peak, usage.ru_maxrss)
+    return time.perf_counter() - t0, peak / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stacks", type=int, default=10)
+    ap.add_argument("--megapixels", type=float, default=12.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    print(describe())
+    enfuse = shutil.which("enfuse")
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stacks = write_stacks(root / "in", a.stacks, a.megapixels)
+        ours_cmd = [[*FUSECLI, "fuse", str(root / "in"), "-o", str(root / "fusecli"), "--format", "tiff", "--transfer", "srgb", "--ratios", ",".join(map(str, RATIOS)), "--overwrite", "--quiet"]]
+        theirs_cmd = [[enfuse, "-d", "16", "-o", str(root / "enfuse" / f"{files[0].parent.name}.tif"), *map(str, files)] for files in stacks] if enfuse else []
+        (root / "enfuse").mkdir()
+        rows = [("fusecli fuse", ours_cmd)] + ([("enfuse -d 16", theirs_cmd)] if enfuse else [])
+        results = {}
+        for name, cmds in rows:
+            runs = [run_measured(cmds, env) for _ in range(a.repeat)]
+            results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+    print(f"{a.stacks} stacks x 3 frames x {a.megapixels:g} MP, 16-bit TIFF in and out; median of {a.repeat} run(s)")
+    print(f"{'tool':<16}{'wall s':>10}{'s/stack':>10}{'peak RSS GiB':>14}")
+    for name, (wall, rss) in results.items():
+        print(f"{name:<16}{wall:>10.2f}{wall / a.stacks:>10.2f}{rss:>14.2f}")
+    if enfuse:
+        print(f"fusecli is {results['enfuse -d 16'][0] / results['fusecli fuse'][0]:.1f}x faster than enfuse")
+    else:
+        print("enfuse is not installed (Debian: apt-get install enfuse): comparison skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Fusion compute: fusecli's model (weights + fused image) against OpenCV's MergeMertens on the same
+3-frame RGB stacks already in memory, at 12 and 24 MP. Target on a 2-core CPU: fusecli >= 20x faster.
+
+    python bench/bench_mertens.py [--megapixels 12 24] [--repeat 3]
+
+The stack is synthesised on the fly: a procedural radiance map (fusecli.synth.procedural_scene) at
+exposures 1, 1/4, 1/16, clipped to [0, 1]. fusecli runs FuseNet's forward (weights kept, as
+``fuse --save-weights`` does, in bands of rows for 1 GiB of temporaries as ``fuse`` does by
+default) on a (1, 3, 3, H, W) float32 tensor; Mertens runs
+``cv2.createMergeMertens().process`` on the same frames as three (H, W, 3) float32 images. Neither
+timing includes building its input layout.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import describe, median_seconds  # noqa: E402
+import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+
+from fusecli.fuse import band_rows  # noqa: E402
+from fusecli.model import load_model  # noqa: E402
+from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
+from fusecli.synth import procedural_scene  # noqa: E402
+
+RATIOS = (1.0, 0.25, 0.0625)
+
+
+def stack(megapixels: float) -> np.ndarray:
+    """A (3, 3, H, W) float32 RGB bracket of a 4:3 procedural scene of ``megapixels``."""
+    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
+    w = int(round(h * 4 / 3))
+    scene = procedural_scene(h, w, np.random.default_rng(0))  # (H, W, 3)
+    scene *= np.float32(0.5 / np.percentile(scene, 50))  # median at half scale in the 1/1 frame
+    return np.stack([np.moveaxis(np.clip(scene * np.float32(r), 0, 1), -1, 0) for r in RATIOS])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--megapixels", type=float, nargs="+", default=[12.0, 24.0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    keep_freed_memory()
+    device = pick_device(a.device)
+    model = load_model(None, device)[0]
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    print(describe())
+    print(f"fusecli on {device}; median of {a.repeat} runs after one warm-up")
+    print(f"{'stack':<22}{'fusecli s':>11}{'Mertens s':>11}{'speed-up':>10}   (target >= 20x)")
+    for mp in a.megapixels:
+        frames = stack(mp)
+        tensor = torch.from_numpy(frames)[None].to(device)
+        ratios = torch.tensor([RATIOS], device=device)
+        images = [np.ascontiguousarray(np.moveaxis(f, 0, -1)) for f in frames]
+
+        rows = band_rows(frames.shape, model.config.weight_channels(frames.shape[1]), 1.0)  # as fuse does by default
+
+        @torch.inference_mode()
+        def ours() -> None:
+            model(tensor, ratios, band_rows=rows, keep_weights=True)
+
+        def theirs() -> None:
+            cv2.createMergeMertens().process(images)
+
+        t_ours = median_seconds(ours, a.repeat, sync=sync)
+        t_theirs = median_seconds(theirs, a.repeat)
+        h, w = frames.shape[-2:]
+        print(f"{f'{h * w / 1e6:.1f} MP x 3 frames':<22}{t_ours:>11.3f}{t_theirs:>11.3f}{t_theirs / t_ours:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Training throughput: samples/s of ``fusecli train`` at the default model's crop, batch size and
+architecture (models/default.toml), on the CPU and, when there is one, on the GPU.
+
+    python bench/bench_train.py [--steps 60] [--device auto|cpu|cuda] [--workers N]
+
+Data: procedural brackets synthesised in memory (no files needed), 128 x 128 packed RAW like the
+default model's. The figure is samples/s over the steps after the first 10 (warm-up), as the
+training log records it; the optimiser, loss and data loading are the real ones.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import describe  # noqa: E402
+
+from fusecli.runtime import keep_freed_memory  # noqa: E402
+from fusecli.train import TrainConfig, apply_overrides, train  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default.toml"
+WARMUP = 10
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=None)
+    a = ap.parse_args()
+    keep_freed_memory()
+    print(describe())
+    cfg = TrainConfig.from_toml(DEFAULT)
+    sets = [f"steps={a.steps + WARMUP}", f"device=\"{a.device}\"", "val_every=100000", "ckpt_every=100000",
+            "data.synth_radiance=[]", "data.val_radiance=[]", "data.synth_procedural=16", "data.synth_val=0"]
+    if a.workers is not None:
+        sets.append(f"data.workers={a.workers}")
+    cfg = apply_overrides(cfg, sets)
+    times: list[float] = []
+
+    def on_step(step: int, record: dict) -> None:
+        import time
+
+        times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, Path(tmp) / "run", on_step=on_step)
+        log = [json.loads(line) for line in open(Path(tmp) / "run" / "log.jsonl")]
+    steps = len(times) - WARMUP
+    rate = steps * cfg.batch_size / (times[-1] - times[WARMUP - 1])
+    print(f"weight_mode {cfg.model.weight_mode}, batch {cfg.batch_size}, crop {cfg.data.crop}, workers {cfg.data.workers}, device {cfg.device}")
+    print(f"{rate:.1f} samples/s over steps {WARMUP + 1}..{len(times)} (log's running figure at the end: {log[-1]['samples_per_s']:.1f})")
+
+
+if __name__ == "__main__":
+    main()
