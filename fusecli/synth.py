@@ -63,6 +63,9 @@ class SynthConfig:
     base_time: tuple[int, int] = (4, 8)  # the 1/1 frame's exposure is 2^-n s, n in this range (1/16 .. 1/256)
     label_knee: float = 0.5
     label_detail_radius: int = 16  # bilateral-filter radius of the label's base layer, in packed pixels
+    shift: float = 0.0  # handheld: each frame after the first moves by up to this many mosaic pixels (x and y)
+    rotate: float = 0.0  # ... and turns by up to this many degrees about the image centre
+    moving_object: bool = False  # a small textured disc that moves between frames (a ghost)
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
@@ -201,11 +204,19 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
     cam = np.maximum(crop @ rgb_to_cam.T.astype(np.float32), 0)
     cam /= float(neutral.max())
 
+    cams, motion = [cam] * len(cfg.ratios), None
+    if cfg.shift > 0 or cfg.rotate > 0 or cfg.moving_object:  # drawn only then: static brackets stay as they were
+        cams, motion = _handheld(cam, cfg, np.random.default_rng(int(rng.integers(2**63))))
     cfa = (cfg.cfa or CFA_PATTERNS[int(rng.integers(len(CFA_PATTERNS)))]).upper()
     channel = {"R": 0, "G": 1, "B": 2}
-    mosaic = np.empty(cam.shape[:2], np.float32)
-    for i, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        mosaic[dy::2, dx::2] = cam[dy::2, dx::2, channel[cfa[i]]]
+
+    def to_mosaic(c: np.ndarray) -> np.ndarray:
+        m = np.empty(c.shape[:2], np.float32)
+        for i, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            m[dy::2, dx::2] = c[dy::2, dx::2, channel[cfa[i]]]
+        return m
+
+    mosaic = to_mosaic(cams[0])
 
     share = rng.uniform(*cfg.clip_share)
     level = float(np.quantile(mosaic, 1 - share))
@@ -219,7 +230,8 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
     read = math.exp(rng.uniform(math.log(cfg.read_noise[0]), math.log(cfg.read_noise[1])))
     mosaics = np.empty((len(cfg.ratios),) + mosaic.shape, np.uint16)
     for k, r in enumerate(cfg.ratios):
-        signal = np.minimum(clean * r, 4.0)  # beyond 4x full scale the value is clipped anyway
+        frame_clean = clean if cams[k] is cams[0] else to_mosaic(cams[k]) * exposure_scale
+        signal = np.minimum(frame_clean * r, 4.0)  # beyond 4x full scale the value is clipped anyway
         noisy = rng.poisson(signal / gain).astype(np.float32) * gain + rng.normal(0.0, read, signal.shape).astype(np.float32)
         mosaics[k] = np.clip(np.round(noisy * (white - black) + black), 0, white).astype(np.uint16)
 
@@ -252,7 +264,45 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
         iso=iso,
         label={"method": "base/detail, bilateral filter, log highlight curve", "knee": cfg.label_knee, "radius": cfg.label_detail_radius},
     )
+    if motion is not None:
+        params["motion"] = motion
     return SynthBracket(mosaics=mosaics, label=label, camera=camera, exposures=exposures, params=params)
+
+
+def _handheld(cam: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
+    """Per-frame scenes (H, W, 3) of a handheld bracket: frame k is the reference scene turned by
+    theta_k about the image centre and moved by (tx_k, ty_k) (a point p of the reference is at
+    R p + t in frame k; bicubic, reflected borders), and, with ``moving_object``, a textured disc
+    that moves by 6 % of the width per frame. The ground truth, in packed-plane pixels (half the
+    mosaic's; the motion of the image centre), is returned for synth.json."""
+    h, w = cam.shape[:2]
+    centre = ((w - 1) / 2, (h - 1) / 2)
+    cams, frames = [cam], [{"frame": 0, "dx": 0.0, "dy": 0.0, "rotation_deg": 0.0}]
+    for k in range(1, len(cfg.ratios)):
+        tx, ty = (float(rng.uniform(-cfg.shift, cfg.shift)) for _ in range(2))
+        theta = float(rng.uniform(-cfg.rotate, cfg.rotate))
+        m = cv2.getRotationMatrix2D(centre, -theta, 1.0)  # OpenCV's angle is counter-clockwise on screen
+        m[:, 2] += (tx, ty)
+        warped = cv2.warpAffine(cam, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+        cams.append(np.maximum(warped, 0))
+        frames.append({"frame": k, "dx": tx / 2, "dy": ty / 2, "rotation_deg": theta})
+    out = {"frames": frames, "units": "packed-plane pixels; motion of the image centre, reference -> frame"}
+    if cfg.moving_object:
+        radius = 0.07 * min(h, w)
+        start = (rng.uniform(0.25, 0.45) * w, rng.uniform(0.3, 0.7) * h)
+        step = (0.06 * w, 0.02 * h)
+        colour = np.array([rng.uniform(0.3, 1.0) for _ in range(3)], np.float32)
+        level = np.float32(np.median(cam.max(axis=-1)))  # a mid-tone: well exposed in the 1/1 frame
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        texture = 0.7 + 0.3 * np.sin(xx / 3.0) * np.sin(yy / 4.0)
+        for k in range(len(cams)):
+            cx, cy = start[0] + k * step[0], start[1] + k * step[1]
+            disc = ((xx - cx) ** 2 + (yy - cy) ** 2) <= radius**2
+            scene = cams[k].copy()
+            scene[disc] = (level * texture[disc])[:, None] * colour
+            cams[k] = scene
+        out["object"] = {"radius": radius / 2, "centres": [[(start[0] + k * step[0]) / 2, (start[1] + k * step[1]) / 2] for k in range(len(cams))]}
+    return cams, out
 
 
 def write_bracket(folder: Path, bracket: SynthBracket) -> None:
