@@ -15,7 +15,7 @@ import typer
 
 from fusecli import __version__
 from fusecli.errors import FuseError
-from fusecli.runtime import keep_freed_memory
+from fusecli.runtime import keep_freed_memory, passive_openmp_threads
 
 app = typer.Typer(
     help="HDR fusion of exposure brackets (camera RAW or TIFF/PNG/JPEG stacks) with a learned fusion network.",
@@ -50,6 +50,11 @@ def root(
     """fusecli: fuse exposure brackets into one image."""
 
 
+def _check_align(mode: str) -> None:
+    if mode not in ("none", "translation", "homography"):
+        raise FuseError(f"--align {mode!r}: expected none, translation or homography")
+
+
 def _parse_ratios(text: Optional[str]) -> Optional[list[float]]:
     if text is None:
         return None
@@ -75,6 +80,7 @@ def inspect(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata)."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+    align: str = typer.Option("none", "--align", help="Also decode each stack and report each frame's motion: translation or homography."),
 ) -> None:
     """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
     from fusecli.stack import describe, discover
@@ -83,11 +89,19 @@ def inspect(
         if transfer not in ("auto", "srgb", "linear"):
             raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
         user_ratios = _parse_ratios(ratios)
+        _check_align(align)
         sources = discover(paths, group_size=group_size)
     rows, failed = [], 0
     for source in sources:
         try:
-            rows.append(describe(source, user_ratios, transfer))  # type: ignore[arg-type]
+            row = describe(source, user_ratios, transfer)  # type: ignore[arg-type]
+            if align != "none":
+                from fusecli.align import align_stack
+                from fusecli.stack import load_stack
+
+                stack = load_stack(source, user_ratios, transfer)  # type: ignore[arg-type]
+                row["motion"] = [m.to_dict() for m in align_stack(stack.frames, stack.ratios, align)[1]]  # type: ignore[arg-type]
+            rows.append(row)
         except FuseError as e:
             failed += 1
             rows.append({"name": source.name, "error": str(e), "frames": [{"path": str(f.path)} for f in source.frames]})
@@ -130,6 +144,8 @@ def _print_stack_table(rows: list[dict]) -> None:
     for r in rows:
         for note in r.get("notes", []):
             console.print(f"{escape(r['name'])}: {escape(note)}")
+        for m in r.get("motion", [])[1:]:
+            console.print(escape(f"{r['name']}: frame {m['frame'] + 1} {motion_text(m)}"), highlight=False)
         if "error" in r:
             console.print(f"[red]{escape(r['name'])}: {escape(r['error'])}[/red]")
 
@@ -144,6 +160,9 @@ def synth(
     ratios: str = typer.Option("1,0.25,0.0625", "--ratios", help="Exposure ratios, brightest first."),
     cfa: Optional[str] = typer.Option(None, "--cfa", help="CFA phase (RGGB, BGGR, GRBG, GBRG); random per stack if not given."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same files."),
+    shift: float = typer.Option(0.0, "--shift", min=0.0, help="Handheld: move each later frame by up to this many pixels in x and y."),
+    rotate: float = typer.Option(0.0, "--rotate", min=0.0, help="Handheld: turn each later frame by up to this many degrees."),
+    moving_object: bool = typer.Option(False, "--moving-object", help="Add a small object that moves between frames (a ghost)."),
 ) -> None:
     """Synthesise RAW brackets (DNG) with labels from real radiance maps and procedural scenes."""
     from fusecli.synth import SynthConfig, synthesise
@@ -153,7 +172,7 @@ def synth(
             width, height = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise FuseError(f"--size {size!r}: expected WIDTHxHEIGHT such as 512x384") from None
-        cfg = SynthConfig(width=width, height=height, ratios=tuple(_parse_ratios(ratios) or ()), cfa=cfa)
+        cfg = SynthConfig(width=width, height=height, ratios=tuple(_parse_ratios(ratios) or ()), cfa=cfa, shift=shift, rotate=rotate, moving_object=moving_object)
         written = synthesise(radiance or [], out, stacks_per_map=stacks, procedural=procedural, cfg=cfg, seed=seed)
     for folder in written:
         typer.echo(str(folder))
@@ -242,6 +261,8 @@ def fuse(
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
     max_memory: float = typer.Option(1.0, "--max-memory", min=0.001, help="GiB for full-resolution temporaries; larger stacks are fused in bands (same result)."),
+    align: str = typer.Option("translation", "--align", help="Register frames onto the reference: none, translation or homography."),
+    deghost: bool = typer.Option(True, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference frame."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
@@ -258,7 +279,8 @@ def fuse(
         wanted = tuple(aliases.get(f.strip().lower(), f.strip().lower()) for f in formats.split(",")) if formats else None
         if wanted and any(f not in ("dng", "tiff", "jpg", "png") for f in wanted):
             raise FuseError(f"--format {formats!r}: expected a comma-separated list of dng, tiff, jpg, png")
-        options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer, max_memory)
+        _check_align(align)
+        options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer, max_memory, align, deghost)
         sources = discover(paths, group_size=group_size)
         torch_device = pick_device(device)
         net = load_model(model, torch_device)[0] if not dry_run else None
@@ -267,6 +289,9 @@ def fuse(
         except KeyboardInterrupt:
             typer.echo("fusecli fuse: interrupted; finished outputs are complete, the one being written was discarded", err=True)
             raise typer.Exit(130) from None
+    for r in results:
+        for warning in r.warnings:
+            typer.echo(f"fusecli fuse: warning: {warning}", err=True)
     if as_json:
         typer.echo(json.dumps({"results": [r.__dict__ for r in results], "failed": sum(r.status == "failed" for r in results)}, indent=2))
     else:
@@ -294,6 +319,13 @@ def _fuse_with_progress(fuse_sources, sources, net, device, out: Path, options, 
         return fuse_sources(sources, net, device, out, options, dry_run=dry_run, on_result=on_result)
 
 
+def motion_text(m: dict) -> str:
+    """One frame's motion for people: 'aligned: moved 1.23, -0.40 px, turned 0.10 deg'."""
+    if m["status"] == "unaligned":
+        return f"unaligned: {m['reason']}"
+    return f"{m['status']}: moved {m['dx']:.2f}, {m['dy']:.2f} px, turned {m['rotation_deg']:.2f} deg (ECC {m['correlation']:.3f})"
+
+
 def _print_fuse_summary(results) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -305,6 +337,9 @@ def _print_fuse_summary(results) -> None:
     colour = {"fused": "green", "skipped": "yellow", "failed": "red", "planned": "cyan"}
     for r in results:
         detail = r.reason if r.status in ("failed", "skipped") else "\n".join(Path(o).name for o in r.outputs)
+        moved = [m for m in r.motion[1:] if m["status"] == "aligned"]
+        if moved:
+            detail += "\naligned: " + ", ".join(f"#{m['frame'] + 1} {m['dx']:+.1f},{m['dy']:+.1f} px" for m in moved)
         table.add_row(escape(r.stack), f"[{colour[r.status]}]{r.status}[/]", escape(detail or ""), f"{r.seconds:.2f}" if r.seconds else "")
     Console().print(table)
 
@@ -328,6 +363,8 @@ def evaluate(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
+    align: str = typer.Option("translation", "--align", help="Register frames onto the reference before every method: none, translation or homography."),
+    deghost: bool = typer.Option(True, "--deghost/--no-deghost", help="The model falls back to the reference frame where frames disagree."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Score the model and baselines against held-out labels: the seed's loss terms, PSNR, SSIM, MEF-SSIM.
@@ -353,7 +390,8 @@ def evaluate(
         for folder in pred:
             if not folder.is_dir():
                 raise FuseError(f"--pred {folder}: not a folder")
-        options = ev.EvalOptions(methods, tuple(pred), _parse_ratios(ratios), transfer)
+        _check_align(align)
+        options = ev.EvalOptions(methods, tuple(pred), _parse_ratios(ratios), transfer, align=align, deghost=deghost)
         names = ev.method_names(options)
         thresholds = ev.parse_thresholds(fail_under, "under") + ev.parse_thresholds(fail_over, "over")
         sources = discover(paths, group_size=group_size)
@@ -487,6 +525,7 @@ def _print_eval_tables(rows, aggregates, methods, ev, formula: str, checks, per_
 
 
 def main() -> None:
+    passive_openmp_threads()
     keep_freed_memory()
     app()
 

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from fusecli import align
 from fusecli.baselines import best_exposed, best_single, mertens
 from fusecli.errors import FuseError
 from fusecli.fuse import fuse_stack
@@ -57,6 +58,8 @@ class EvalOptions:
     ratios: Sequence[float] | None = None
     transfer: str = "auto"
     max_memory: float = 1.0
+    align: str = "translation"  # every method sees the aligned frames (fusecli.align)
+    deghost: bool = True  # where frames disagree with the reference, the reference stands in (fusecli.align)
 
 
 @dataclass
@@ -187,7 +190,7 @@ def prepare(source: StackSource, options: EvalOptions) -> Case:
     """Decode a stack, its label and the other tools' predictions for it; errors go into the case."""
     case = Case(source)
     try:
-        case.stack = load_stack(source, options.ratios, options.transfer)  # type: ignore[arg-type]
+        case.stack = align.prepare(load_stack(source, options.ratios, options.transfer), options.align, options.deghost)  # type: ignore[arg-type]
     except FuseError as e:
         case.error = str(e)
         return case

@@ -27,6 +27,7 @@ import numpy as np
 import tifffile
 import torch
 
+from fusecli import align
 from fusecli.errors import FuseError
 from fusecli.io.common import atomic_path
 from fusecli.io.dng import Exposure, write_dng
@@ -52,6 +53,8 @@ class FuseOptions:
     ratios: Sequence[float] | None = None
     transfer: str = "auto"
     max_memory: float = 1.0  # GiB for the full-resolution temporaries; larger stacks are fused in bands of rows
+    align: str = "translation"  # none, translation or homography (fusecli.align)
+    deghost: bool = True
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Result:
     reason: str | None = None
     seconds: float = 0.0
     megapixels: float = 0.0
+    motion: list[dict] = field(default_factory=list)  # per frame: fusecli.align.FrameMotion as a dict
+    warnings: list[str] = field(default_factory=list)
 
 
 def formats_for(source: StackSource, options: FuseOptions) -> tuple[str, ...]:
@@ -250,7 +255,8 @@ def fuse_sources(
         return results
 
     def load(source: StackSource) -> Stack:
-        return load_stack(source, options.ratios, options.transfer)  # type: ignore[arg-type]
+        stack = load_stack(source, options.ratios, options.transfer)  # type: ignore[arg-type]
+        return align.prepare(stack, options.align, options.deghost)  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: Future = pool.submit(load, todo[0][0])
@@ -269,7 +275,9 @@ def fuse_sources(
                     fused, weights = fuse_stack(model, stack, device, options.max_memory, keep_weights=options.save_weights)
                     write_outputs(stack, source, fused, weights, options, paths)
                     mp = stack.frames.shape[-1] * stack.frames.shape[-2] * (4 if stack.kind == "raw" else 1) / 1e6
-                    result = Result(source.name, "fused", [str(p) for p in paths], seconds=time.perf_counter() - t0, megapixels=mp)
+                    motion = [m.to_dict() for m in stack.motion]
+                    warnings = [f"{source.name}: frame {m.frame + 1} ({stack.infos[m.frame].path.name}) fused unaligned: {m.reason}" for m in stack.motion if m.status == "unaligned" and options.align != "none"]
+                    result = Result(source.name, "fused", [str(p) for p in paths], seconds=time.perf_counter() - t0, megapixels=mp, motion=motion, warnings=warnings)
                 except FuseError as e:
                     result = Result(source.name, "failed", reason=str(e))
                 except OSError as e:

@@ -70,6 +70,7 @@ class Stack:
     camera: CameraInfo | None = None
     label_path: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    motion: tuple = ()  # per frame, fusecli.align.FrameMotion, once aligned
 
     def read_label(self) -> np.ndarray:
         """The stack's label as (C, H, W) float32, linear, [0, 1]; checked against the frames."""

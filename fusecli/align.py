@@ -1,0 +1,375 @@
+"""Handheld brackets: registering the frames onto the reference, and a ghost mask for what moved.
+
+Registration (:func:`align_stack`) uses OpenCV's ECC (Evangelidis & Psarakis 2008,
+``cv2.findTransformECC``): it is sub-pixel accurate, invariant to a gain and offset between the
+images (what is left of an exposure difference after normalisation), and fits translation and
+homography alike. Feature matching + RANSAC is more robust to very large motion but is pixel-accurate
+at best; phase correlation (``cv2.phaseCorrelate``) is translation-only, so it serves here as the
+coarse initial guess that ECC refines. Work happens on a pyramid, coarse to fine, from a level whose
+long side is about 128 pixels up to at most ``MAX_SIDE``.
+
+What is registered: the exposure-normalised brightness of the packed planes (mean over channels,
+divided by the frame's ratio), log-compressed, with clipped pixels (any channel >= 0.98 in either
+image) and the noise floor (mean < 0.004) clamped out of the valid range both images share. Each
+frame is registered against the previous frame once that one is aligned (1/4 against 1/1, then 1/16
+against the aligned 1/4...): neighbours share far more valid pixels than the 1/16 and the 1/1
+frames do, and the warp found maps reference coordinates straight into the frame.
+
+A frame that cannot be registered is fused as it is, and the next frame is registered against it.
+
+The warp is applied to every packed plane with the same matrix (bicubic), so the Bayer planes stay
+consistent. Pixels the warp leaves uncovered take the reference frame's pixels (no black borders;
+there the result is the reference frame's). A warp under 0.05 pixel everywhere is not applied.
+
+A frame that cannot be registered (too few valid pixels, no texture, ECC does not converge, a
+correlation under ``MIN_CORRELATION``, or a motion beyond a quarter of the image) is reported and
+fused unaligned: fusion still uses its well-exposed pixels, and the ghost mask (when on) keeps it
+out where it disagrees with the reference.
+
+Ghosts (:func:`deghost`): after alignment, where a frame's exposure-normalised channels differ
+from the reference's by more than ``GHOST_RATIO`` (compared on 4x4 area averages, so noise does not
+trigger it, then opened, dilated and feathered), the frame's pixels are replaced by the reference
+frame's at that frame's exposure (reference x ratio). The fusion there is then the
+reference's content, with the network's tone mapping intact. Moving the fusion weight itself to the
+reference frame was tried first: it rendered those pixels at the 1/1 brightness where the label
+compresses highlights, and raised the error in the moving object's region on synthesised stacks
+(replacing the pixels lowers it: ``python bench/bench_align.py``). Only pixels well exposed in
+both count: where the reference clipped there is nothing to compare with, and no deghosting happens
+there (a limitation: an object that moves across a clipped window is not caught).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from fusecli.errors import FuseError
+
+Mode = Literal["none", "translation", "homography"]
+MODES = ("none", "translation", "homography")
+MAX_SIDE = 1024  # finest pyramid level registered (long side, packed pixels)
+COARSE_SIDE = 128
+MIN_CORRELATION = 0.6
+MIN_VALID = 0.01  # share of pixels valid in both images
+CLIP = 0.98
+FLOOR = 0.004
+TINY = 0.05  # pixels: a smaller warp is not applied
+GHOST_RATIO = 1.3  # brightness ratio (after normalisation) beyond which a pixel is a ghost
+GHOST_FLOOR = 0.02  # reference-frame units added to both sides before the ratio (noise)
+
+
+@dataclass
+class FrameMotion:
+    """The motion found for one frame, in packed-plane pixels, frame = warp(reference)."""
+
+    frame: int
+    status: str  # "reference", "aligned", "static" (under 0.05 px: not warped) or "unaligned"
+    dx: float = 0.0  # translation of the image centre
+    dy: float = 0.0
+    rotation_deg: float = 0.0
+    correlation: float | None = None
+    reason: str | None = None
+    ghost_share: float | None = None  # share of the frame's pixels replaced as ghosts (None: deghosting off)
+    matrix: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # 3x3 row-major, reference -> frame
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["matrix"] = list(self.matrix)
+        return d
+
+
+def _brightness(frame: np.ndarray) -> np.ndarray:
+    """(C, H, W) [0, 1] -> (H, W) float32 channel mean."""
+    return frame.mean(axis=0, dtype=np.float32)
+
+
+def registration_size(h: int, w: int) -> tuple[int, int]:
+    """(width, height) at which a stack of (h, w) is registered: the long side at most MAX_SIDE."""
+    scale = min(1.0, MAX_SIDE / max(h, w))
+    return max(8, round(w * scale)), max(8, round(h * scale))
+
+
+def _shrink(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) [0, 1] -> (brightness, share of clipped pixels), both area-averaged to ``size``."""
+    bright = _brightness(frame)
+    clipped = (frame.max(axis=0) >= CLIP).astype(np.float32)
+    if size == (frame.shape[-1], frame.shape[-2]):
+        return bright, clipped
+    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(clipped, size, interpolation=cv2.INTER_AREA)
+
+
+def _registration_pair(template: tuple[np.ndarray, np.ndarray], t_ratio: float, image: tuple[np.ndarray, np.ndarray], i_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exposure-normalised, log-compressed brightness of two frames (as :func:`_shrink` gives them),
+    clamped to the range both expose well -> (template, image, template's valid mask, image's valid
+    mask), float32 / uint8. A pixel is valid when none of the pixels it averages clipped and its
+    value lies in the shared range."""
+    (t, t_clip), (i, i_clip) = template, image
+    t, i = t / np.float32(t_ratio), i / np.float32(i_ratio)
+    lo = FLOOR / min(t_ratio, i_ratio)  # the noise floor of the darker frame, in reference units
+    hi = CLIP / max(t_ratio, i_ratio)  # where the brighter frame clips, in reference units
+    if lo >= hi:
+        raise ValueError("the two exposures share no well-exposed range")
+    t_valid = (t_clip == 0) & (t >= lo) & (t <= hi)
+    i_valid = (i_clip == 0) & (i >= lo) & (i <= hi)
+    log_lo, log_hi = math.log(lo), math.log(hi)
+    to_unit = lambda x: (np.log(np.clip(x, lo, hi)) - np.float32(log_lo)) / np.float32(log_hi - log_lo)  # noqa: E731
+    return to_unit(t).astype(np.float32), to_unit(i).astype(np.float32), t_valid.astype(np.uint8), i_valid.astype(np.uint8)
+
+
+def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    out = [img]
+    for _ in range(levels - 1):
+        out.append(cv2.resize(out[-1], (max(1, out[-1].shape[1] // 2), max(1, out[-1].shape[0] // 2)), interpolation=cv2.INTER_AREA))
+    return out[::-1]  # coarse first
+
+
+def _scale_warp(warp: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
+    """A 3x3 warp in pixel coordinates of one image -> the same motion on the image resized by
+    (sx, sy), with OpenCV's pixel-centre convention (x' = s x + (s - 1) / 2)."""
+    sy = sx if sy is None else sy
+    a = np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
+    return a @ warp @ np.linalg.inv(a)
+
+
+def _ecc(template, image, t_mask, i_mask, guess, motion, criteria):
+    """ECC with a validity mask for each image (OpenCV >= 5; OpenCV 4 takes the template's only),
+    or with none when the masks are None (the clamped images have no gradient where they are
+    invalid)."""
+    if t_mask is None:
+        return cv2.findTransformECC(template, image, guess, motion, criteria, None, 5)
+    if hasattr(cv2, "findTransformECCWithMask"):
+        return cv2.findTransformECCWithMask(template, image, t_mask, i_mask, guess, motion, criteria, 5)
+    return cv2.findTransformECC(template, image, guess, motion, criteria, t_mask & i_mask, 5)
+
+
+def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, mode: Mode) -> tuple[np.ndarray, float]:
+    """The 3x3 warp W (template pixel -> image pixel) and ECC's correlation coefficient.
+
+    template, image: (H, W) float32 registration images; t_mask, i_mask: (H, W) uint8, their valid
+    pixels. Raises ValueError when the images cannot be registered.
+    """
+    h, w = template.shape
+    both = t_mask & i_mask
+    if both.mean() < MIN_VALID:
+        raise ValueError(f"only {both.mean():.0%} of the pixels are well exposed in both frames")
+    if float(template[both > 0].std()) < 0.01:
+        raise ValueError("no texture to register on")
+    levels = max(1, int(math.log2(max(h, w) / COARSE_SIDE)) + 1)
+    coarse_t, coarse_i = _pyramid(template, levels)[0], _pyramid(image, levels)[0]
+    window = cv2.createHanningWindow((coarse_t.shape[1], coarse_t.shape[0]), cv2.CV_32F)
+    (sx, sy), _ = cv2.phaseCorrelate(coarse_t, coarse_i, window)
+    sx, sy = sx * w / coarse_t.shape[1], sy * h / coarse_t.shape[0]
+    # Two rounds. Round 1: ECC from a coarse phase correlation (large shifts) and from no motion (a
+    # moving object can own the correlation peak of a plain scene). Round 2: the pixels the best
+    # round-1 warp leaves far off (3x the median residual: what moved on its own) are masked out, and
+    # ECC runs again from that warp and from no motion. The result with the smaller residual wins;
+    # no motion wins if nothing beats it.
+    starts = [np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]]), np.eye(3)]
+    best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation")
+    moved = cv2.warpPerspective(image, best[1], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    diff = np.abs(template - moved)
+    valid = both > 0
+    if valid.any():
+        outliers = (diff > max(3 * float(np.median(diff[valid])), 0.02)).astype(np.uint8)
+        outliers = cv2.dilate(outliers, np.ones((5, 5), np.uint8))
+        kept = t_mask & (1 - outliers)
+        if (kept & i_mask).mean() >= MIN_VALID / 2:
+            second = _ecc_pyramid(template, image, kept, i_mask, [best[1], np.eye(3)], "translation")
+            full = _residual(template, image, t_mask, i_mask, second[1])  # on the same pixels as best's
+            if full < best[0]:
+                best = (full, second[1], second[2])
+    # Homography: refined from the translation through a rigid motion, each stage kept only if it
+    # lowers the residual and stays within 2 % of the image of the stage before (with few valid
+    # pixels a free homography can shear the image onto a good local match).
+    if mode == "homography":
+        for stage in ("euclidean", "homography"):
+            try:
+                refined = _ecc_pyramid(template, image, t_mask, i_mask, [best[1]], stage, levels=2)
+            except ValueError:
+                break
+            if refined[0] < best[0] and _max_displacement(refined[1] @ np.linalg.inv(best[1]), h, w) < 0.02 * max(h, w):
+                best = refined
+    _, warp, cc = best
+    if _residual(template, image, t_mask, i_mask, warp) >= _residual(template, image, t_mask, i_mask, np.eye(3)):
+        return np.eye(3), float(cc)
+    if cc < MIN_CORRELATION:
+        raise ValueError(f"the frames correlate only {cc:.2f} after registration")
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    moved = warp @ corners
+    moved = moved[:2] / moved[2]
+    if np.abs(moved - corners[:2]).max() > 0.25 * max(h, w):
+        raise ValueError("the motion found exceeds a quarter of the image")
+    return warp, float(cc)
+
+
+def _ecc_pyramid(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, starts: list[np.ndarray], model: str, levels: int | None = None) -> tuple[float, np.ndarray, float]:
+    """ECC coarse to fine (``levels``: all down to ~COARSE_SIDE by default) from each start ->
+    (residual, warp, correlation) of the best result."""
+    h, w = template.shape
+    levels = levels or max(1, int(math.log2(max(h, w) / COARSE_SIDE)) + 1)
+    t_pyr, i_pyr = _pyramid(template, levels), _pyramid(image, levels)
+    # masks: a pixel is valid at a coarser level only if all the pixels it averages are
+    tm_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(t_mask.astype(np.float32), levels)]
+    im_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(i_mask.astype(np.float32), levels)]
+    motion = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "homography": cv2.MOTION_HOMOGRAPHY}[model]
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    results, error = [], None
+    for start in starts:
+        warp, cc = start, 0.0
+        try:
+            for level, (t, i, tm, im) in enumerate(zip(t_pyr, i_pyr, tm_pyr, im_pyr)):
+                previous = (w, h) if level == 0 else (t_pyr[level - 1].shape[1], t_pyr[level - 1].shape[0])
+                warp = _scale_warp(warp, t.shape[1] / previous[0], t.shape[0] / previous[1])  # starts are at full size
+                if (tm & im).sum() < 64:
+                    continue
+                affine = model != "homography"
+                guess = (warp[:2] if affine else warp).astype(np.float32)
+                # Masks for the translation; rigid and projective refinements went astray with them
+                # on plain scenes (OpenCV 5.0) and are run on the clamped images alone.
+                cc, found = _ecc(t, i, tm, im, guess, motion, criteria) if model == "translation" else _ecc(t, i, None, None, guess, motion, criteria)
+                warp = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
+        except cv2.error as e:
+            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+            continue
+        results.append((_residual(template, image, t_mask, i_mask, warp), warp, cc))
+    if not results:
+        raise ValueError(error or "ECC did not converge")
+    return min(results, key=lambda r: r[0])  # residual on the masks given: callers compare on their own
+
+
+def _residual(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray) -> float:
+    """How far image(warp) is from the template where it tells: the mean |difference| over the
+    textured half of the pixels valid in both (flat regions match at any small shift), leaving out
+    the largest 10 % (what moved on its own must not decide)."""
+    h, w = template.shape
+    moved = cv2.warpPerspective(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
+    if valid.sum() < 16:
+        return math.inf
+    gradient = np.hypot(cv2.Sobel(template, cv2.CV_32F, 1, 0), cv2.Sobel(template, cv2.CV_32F, 0, 1))
+    textured = valid & (gradient >= np.median(gradient[valid]))
+    diffs = np.sort(np.abs(template - moved)[textured])
+    return float(diffs[: max(1, int(0.9 * diffs.size))].mean())
+
+
+def _describe(warp: np.ndarray, h: int, w: int) -> tuple[float, float, float]:
+    """(dx, dy) of the image centre and the rotation in degrees of a 3x3 warp."""
+    c = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    m = warp @ c
+    return float(m[0] / m[2] - c[0]), float(m[1] / m[2] - c[1]), float(math.degrees(math.atan2(warp[1, 0], warp[0, 0])))
+
+
+def _max_displacement(warp: np.ndarray, h: int, w: int) -> float:
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    moved = warp @ corners
+    return float(np.abs(moved[:2] / moved[2] - corners[:2]).max())
+
+
+def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Resample every plane of ``frame`` (C, H, W) at ``warp`` (reference pixel -> frame pixel),
+    bicubic, clipped to [0, 1]; pixels the frame does not cover take ``reference``'s."""
+    h, w = frame.shape[-2:]
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    out = np.empty_like(frame)
+    for c in range(frame.shape[0]):
+        out[c] = cv2.warpPerspective(frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    covered = cv2.warpPerspective(np.ones((h, w), np.float32), warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    np.clip(out, 0.0, 1.0, out=out)
+    outside = covered < 0.999
+    if outside.any():
+        out[:, outside] = reference[:, outside]
+    return out
+
+
+def align_stack(frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode) -> tuple[np.ndarray, list[FrameMotion]]:
+    """Register frames (K, C, H, W) [0, 1], brightest first, onto frame 0, **in place** -> (the same
+    array, aligned; the motion of each frame). ``mode`` "none" leaves the frames as they are."""
+    if mode not in MODES:
+        raise FuseError(f"--align {mode!r}: expected one of {', '.join(MODES)}")
+    motions = [FrameMotion(0, "reference")]
+    if mode == "none":
+        return frames, motions + [FrameMotion(k, "unaligned", reason="--align none") for k in range(1, len(frames))]
+    h, w = frames.shape[-2:]
+    size = registration_size(h, w)
+    aligned = frames  # frame k is replaced once registered; frame 0 (the border fill) never is
+    previous = 0  # the last frame aligned (or the reference)
+    shrunk = {0: _shrink(frames[0], size)}
+    for k in range(1, len(frames)):
+        shrunk[k] = _shrink(frames[k], size)
+        try:
+            template, image, t_mask, i_mask = _registration_pair(shrunk[previous], ratios[previous], shrunk[k], ratios[k])
+            warp, cc = estimate_warp(template, image, t_mask, i_mask, mode)
+            warp = _scale_warp(warp, w / size[0], h / size[1])
+        except ValueError as e:
+            motions.append(FrameMotion(k, "unaligned", reason=str(e)))
+            previous = k  # the next frame is registered against this one as it is (a tripod stack stays consistent)
+            continue
+        dx, dy, rot = _describe(warp, h, w)
+        matrix = tuple(float(v) for v in (warp / warp[2, 2]).ravel())
+        if _max_displacement(warp, h, w) < TINY:
+            motions.append(FrameMotion(k, "static", dx, dy, rot, cc, matrix=matrix))
+        else:
+            aligned[k] = warp_frame(aligned[k], warp, aligned[0])
+            shrunk[k] = _shrink(aligned[k], size)
+            motions.append(FrameMotion(k, "aligned", dx, dy, rot, cc, matrix=matrix))
+        previous = k
+    return aligned, motions
+
+
+def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list[float]:
+    """Find where frames disagree with the reference after alignment and replace those pixels, in place.
+
+    frames (K, C, H, W) [0, 1] aligned, brightest first -> for each frame, the share of its pixels
+    that were ghosts (frame 0: 0). Frame k is compared with frame 0 on 4x4 area averages of the
+    exposure-normalised channels where neither clipped (no clipped pixel in the block) and one of
+    them is above frame k's noise floor; where any channel differs by more than ``GHOST_RATIO``
+    (after ``GHOST_FLOOR`` plus frame k's noise floor is added to both), the region (opened, dilated, feathered) takes the reference's pixels
+    at frame k's exposure: (1 - m) frame_k + m min(frame_0 ratio_k, 1).
+    """
+    k, _, h, w = frames.shape
+    small = (max(1, w // 4), max(1, h // 4))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    kernel3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+
+    def low(j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised channels (C, h/4, w/4), and where frame j has no clipped pixel."""
+        planes = np.stack([cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in frames[j]]) / np.float32(ratios[j])
+        unclipped = cv2.resize((frames[j].max(axis=0) < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
+        return planes, unclipped
+
+    ref_b, ref_ok = low(0)
+    shares = [0.0]
+    for j in range(1, k):
+        b, ok = low(j)
+        # Frame j's noise floor in reference units: a dark frame can only say "darker than this".
+        floor = np.float32(GHOST_FLOOR + 2 * FLOOR / ratios[j])
+        ratio = (b + floor) / (ref_b + floor)  # per channel: a moving object may differ in colour only
+        differs = ((ratio > GHOST_RATIO) | (ratio < 1 / GHOST_RATIO)).any(axis=0)
+        visible = np.maximum(b, ref_b).mean(axis=0) * np.float32(ratios[j]) >= 4 * FLOOR  # above frame j's floor in one of them
+        ghost = (ref_ok & ok & visible & differs).astype(np.uint8)
+        ghost = cv2.morphologyEx(ghost, cv2.MORPH_OPEN, kernel3)  # noise and thin edge residues of alignment out
+        if not ghost.any():
+            shares.append(0.0)
+            continue
+        soft = cv2.GaussianBlur(cv2.dilate(ghost, kernel).astype(np.float32), (0, 0), 1.5)
+        m = np.clip(cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) * 1.5, 0, 1)
+        frames[j] += m * (np.minimum(frames[0] * np.float32(ratios[j] / ratios[0]), 1.0) - frames[j])
+        shares.append(float((m > 0.5).mean()))
+    return shares
+
+
+def prepare(stack, mode: Mode, deghost_on: bool):
+    """Align a decoded :class:`fusecli.stack.Stack` and remove its ghosts, in place -> the stack with
+    ``motion`` set (each frame's motion and the share of its pixels that were ghosts). Frames that
+    cannot be registered are fused unaligned; their reason is in ``motion``."""
+    import dataclasses
+
+    frames, motion = align_stack(stack.frames, stack.ratios, mode)
+    if deghost_on:
+        for m, share in zip(motion, deghost(frames, stack.ratios)):
+            m.ghost_share = share
+    return dataclasses.replace(stack, frames=frames, motion=tuple(motion))
