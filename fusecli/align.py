@@ -18,8 +18,9 @@ frames do, and the warp found maps reference coordinates straight into the frame
 A frame that cannot be registered is fused as it is, and the next frame is registered against it.
 
 The warp is applied to every packed plane with the same matrix (bicubic), so the Bayer planes stay
-consistent. Pixels the warp leaves uncovered take the reference frame's pixels (no black borders;
-there the result is the reference frame's). A warp under 0.05 pixel everywhere is not applied.
+consistent. Pixels the warp leaves uncovered take the reference frame's pixels at the frame's
+exposure (reference x ratio: no black borders, and the frames stay consistent there, so the result
+is the reference's content with the network's usual tone mapping). A warp under 0.05 pixel everywhere is not applied.
 
 A frame that cannot be registered (too few valid pixels, no texture, ECC does not converge, a
 correlation under ``MIN_CORRELATION``, or a motion beyond a quarter of the image) is reported and
@@ -269,9 +270,10 @@ def _max_displacement(warp: np.ndarray, h: int, w: int) -> float:
     return float(np.abs(moved[:2] / moved[2] - corners[:2]).max())
 
 
-def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """Resample every plane of ``frame`` (C, H, W) at ``warp`` (reference pixel -> frame pixel),
-    bicubic, clipped to [0, 1]; pixels the frame does not cover take ``reference``'s."""
+    bicubic, clipped to [0, 1]; pixels the frame does not cover take ``reference``'s times ``gain``
+    (the frame's exposure relative to the reference's), clipped to 1."""
     h, w = frame.shape[-2:]
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     out = np.empty_like(frame)
@@ -281,7 +283,7 @@ def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray) -> np
     np.clip(out, 0.0, 1.0, out=out)
     outside = covered < 0.999
     if outside.any():
-        out[:, outside] = reference[:, outside]
+        out[:, outside] = np.minimum(reference[:, outside] * np.float32(gain), 1.0)
     return out
 
 
@@ -313,7 +315,7 @@ def align_stack(frames: np.ndarray, ratios: tuple[float, ...] | list[float], mod
         if _max_displacement(warp, h, w) < TINY:
             motions.append(FrameMotion(k, "static", dx, dy, rot, cc, matrix=matrix))
         else:
-            aligned[k] = warp_frame(aligned[k], warp, aligned[0])
+            aligned[k] = warp_frame(aligned[k], warp, aligned[0], ratios[k] / ratios[0])
             shrunk[k] = _shrink(aligned[k], size)
             motions.append(FrameMotion(k, "aligned", dx, dy, rot, cc, matrix=matrix))
         previous = k
