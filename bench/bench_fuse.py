@@ -8,7 +8,8 @@ Stacks are synthesised (a smooth gradient scene with noise, RGGB, 14-bit, exposu
 write, the next stack decoded while this one is fused); ``--cli`` also times the whole
 ``fusecli fuse`` command as a new process (Python start-up, imports and model load included).
 "decode" is ``rawpy.imread(f).raw_image_visible.copy()`` for every frame, one after another.
-For the memory target, run the large stack alone: --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples.
+For the memory target, run the large stack alone and read the command's peak RSS:
+--stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli.
 """
 
 import argparse
@@ -58,12 +59,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-samples", action="store_true")
     ap.add_argument("--cli", action="store_true", help="also time the fusecli fuse command as a new process")
+    ap.add_argument("--align", default="translation", help="as fuse --align (default translation, as fuse)")
     a = ap.parse_args()
     keep_freed_memory()
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(describe())
-    print(f"median of {a.repeat} run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack")
+    print(f"fuse --align {a.align} (deghost on); median of {a.repeat} run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack")
     print(f"{'stacks':<36}{'fuse':>9}{'decode':>9}{'ratio':>8}   (target <= 1.3x)")
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big"
@@ -76,7 +78,7 @@ def main() -> None:
             out = Path(tmp) / "out"
 
             def run() -> None:
-                fuse_sources(sources, model, device, out, FuseOptions(overwrite=True))
+                fuse_sources(sources, model, device, out, FuseOptions(overwrite=True, align=a.align))
 
             def decode() -> None:
                 for f in files:
@@ -90,9 +92,12 @@ def main() -> None:
             if a.cli and folder == big:
                 env = dict(os.environ, PYTHONPATH=str(ROOT))
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "fusecli", "fuse", str(big), "-o", str(Path(tmp) / "cli"), "--quiet"], env=env, check=True)
+                proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(big), "-o", str(Path(tmp) / "cli"), "--quiet", "--align", a.align], env=env, stdout=subprocess.DEVNULL)
+                _, status, usage = os.wait4(proc.pid, 0)
+                if status != 0:
+                    sys.exit("fusecli fuse failed")
                 t_cli = (time.perf_counter() - t0) / len(sources)
-                print(f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x")
+                print(f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x   peak RSS {usage.ru_maxrss / 2**20:.2f} GiB")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

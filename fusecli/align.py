@@ -175,10 +175,10 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
     diff = np.abs(template - moved)
     valid = both > 0
     if valid.any():
-        outliers = (diff > max(3 * float(np.median(diff[valid])), 0.02)).astype(np.uint8)
-        outliers = cv2.dilate(outliers, np.ones((5, 5), np.uint8))
-        kept = t_mask & (1 - outliers)
-        if (kept & i_mask).mean() >= MIN_VALID / 2:
+        outliers = ((diff > max(3 * float(np.median(diff[valid])), 0.02)) & valid).astype(np.uint8)
+        kept = t_mask & (1 - cv2.dilate(outliers, np.ones((5, 5), np.uint8)))
+        # a second round only where something moved on its own (over 0.5 % of the valid pixels)
+        if outliers.sum() > 0.005 * valid.sum() and (kept & i_mask).mean() >= MIN_VALID / 2:
             second = _ecc_pyramid(template, image, kept, i_mask, [best[1], np.eye(3)], "translation")
             full = _residual(template, image, t_mask, i_mask, second[1])  # on the same pixels as best's
             if full < best[0]:
@@ -217,7 +217,8 @@ def _ecc_pyramid(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_
     tm_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(t_mask.astype(np.float32), levels)]
     im_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(i_mask.astype(np.float32), levels)]
     motion = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "homography": cv2.MOTION_HOMOGRAPHY}[model]
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    fine = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    coarse = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)  # finer levels refine anyway
     results, error = [], None
     for start in starts:
         warp, cc = start, 0.0
@@ -231,6 +232,7 @@ def _ecc_pyramid(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_
                 guess = (warp[:2] if affine else warp).astype(np.float32)
                 # Masks for the translation; rigid and projective refinements went astray with them
                 # on plain scenes (OpenCV 5.0) and are run on the clamped images alone.
+                criteria = fine if level == len(t_pyr) - 1 else coarse
                 cc, found = _ecc(t, i, tm, im, guess, motion, criteria) if model == "translation" else _ecc(t, i, None, None, guess, motion, criteria)
                 warp = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
         except cv2.error as e:

@@ -32,7 +32,7 @@ from fusecli.errors import FuseError
 from fusecli.io.common import atomic_path
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import linear_to_srgb
-from fusecli.io.raw import CameraInfo, unpack_bayer
+from fusecli.io.raw import CameraInfo, cfa_offsets, unpack_bayer
 from fusecli.model import FuseNet
 from fusecli.stack import Stack, StackSource, load_stack
 
@@ -160,6 +160,20 @@ def weight_map(weights: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
+def to_mosaic16(planes: np.ndarray, cfa: str) -> np.ndarray:
+    """Packed planes (4, h, w) [0, 1] -> (2h, 2w) uint16 Bayer mosaic (white 65535), one plane at a
+    time (a 50 MP stack's float mosaic and its rounded copies cost 600 MB otherwise)."""
+    _, h, w = planes.shape
+    mosaic = np.empty((2 * h, 2 * w), np.uint16)
+    scratch = np.empty((h, w), np.float32)
+    for plane, (dy, dx) in zip(planes, cfa_offsets(cfa)):
+        np.multiply(plane, np.float32(65535), out=scratch)
+        np.rint(scratch, out=scratch)
+        np.clip(scratch, 0, 65535, out=scratch)
+        mosaic[dy::2, dx::2] = scratch
+    return mosaic
+
+
 def write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
     """(H, W, 3 or 1) float [0, 1] (already in its transfer) -> 8-bit JPEG/PNG or 16-bit TIFF."""
     with atomic_path(path) as tmp:
@@ -182,7 +196,7 @@ def write_outputs(stack: Stack, source: StackSource, fused: np.ndarray, weights:
     for fmt, path in zip(formats, paths):
         if fmt == "dng":
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
-            mosaic = np.round(unpack_bayer(fused, camera.cfa) * 65535).astype(np.uint16)
+            mosaic = to_mosaic16(fused, camera.cfa)
             ref = stack.infos[0]
             write_dng(path, mosaic, camera, Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp), software="fusecli fuse")
             continue
