@@ -12,9 +12,19 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# Every benchmark of bench/README.md, about 12 minutes on a 2-core CPU (enfuse and hugin-tools from
+# Debian are used when installed, skipped with a message otherwise).
 bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_mertens.py
+	$(BIN)/python bench/bench_fuse.py --cli
+	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
+	$(BIN)/python bench/bench_enfuse.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_align.py
 	$(BIN)/python bench/bench_losses.py
 	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/compare_baselines.py
+	$(BIN)/python bench/highlight_colour.py
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
 samples: $(VENV)/.installed

@@ -5,7 +5,7 @@
 
 The stack is synthesised on the fly: a procedural radiance map (fusecli.synth.procedural_scene) at
 exposures 1, 1/4, 1/16, clipped to [0, 1]. fusecli runs FuseNet's forward (weights kept, as
-``fuse --save-weights`` does, in bands of rows for 1 GiB of temporaries as ``fuse`` does by
+``fuse --save-weights`` does, in bands of rows for the temporaries ``fuse --max-memory`` allows by
 default) on a (1, 3, 3, H, W) float32 tensor; Mertens runs
 ``cv2.createMergeMertens().process`` on the same frames as three (H, W, 3) float32 images. Neither
 timing includes building its input layout.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe, median_seconds  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 
-from fusecli.fuse import band_rows  # noqa: E402
+from fusecli.fuse import FuseOptions, band_rows  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
 from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
 from fusecli.synth import procedural_scene  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
         ratios = torch.tensor([RATIOS], device=device)
         images = [np.ascontiguousarray(np.moveaxis(f, 0, -1)) for f in frames]
 
-        rows = band_rows(frames.shape, model.config.weight_channels(frames.shape[1]), 1.0)  # as fuse does by default
+        rows = band_rows(frames.shape, model.config.weight_channels(frames.shape[1]), FuseOptions.max_memory)  # as fuse does by default
 
         @torch.inference_mode()
         def ours() -> None:

@@ -260,7 +260,7 @@ def fuse(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Split flat folders into brackets of N frames."),
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
-    max_memory: float = typer.Option(1.0, "--max-memory", min=0.001, help="GiB for full-resolution temporaries; larger stacks are fused in bands (same result)."),
+    max_memory: float = typer.Option(0.25, "--max-memory", min=0.001, help="GiB for full-resolution temporaries; larger stacks are fused in bands (same result)."),
     align: str = typer.Option("translation", "--align", help="Register frames onto the reference: none, translation or homography."),
     deghost: bool = typer.Option(True, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference frame."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

@@ -57,7 +57,7 @@ class EvalOptions:
     preds: tuple[Path, ...] = ()  # folders of other tools' outputs; each is a method named after the folder
     ratios: Sequence[float] | None = None
     transfer: str = "auto"
-    max_memory: float = 1.0
+    max_memory: float = 0.25
     align: str = "translation"  # every method sees the aligned frames (fusecli.align)
     deghost: bool = True  # where frames disagree with the reference, the reference stands in (fusecli.align)
 

@@ -52,7 +52,7 @@ class FuseOptions:
     save_weights: bool = False
     ratios: Sequence[float] | None = None
     transfer: str = "auto"
-    max_memory: float = 1.0  # GiB for the full-resolution temporaries; larger stacks are fused in bands of rows
+    max_memory: float = 0.25  # GiB for the full-resolution temporaries; larger stacks are fused in bands of rows
     align: str = "translation"  # none, translation or homography (fusecli.align)
     deghost: bool = True
 
@@ -98,7 +98,7 @@ def band_rows(shape: Sequence[int], weight_channels: int, max_memory_gib: float)
 
 
 @torch.inference_mode()
-def fuse_stack(model: FuseNet, stack: Stack, device: torch.device, max_memory_gib: float = 1.0, keep_weights: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def fuse_stack(model: FuseNet, stack: Stack, device: torch.device, max_memory_gib: float = 0.25, keep_weights: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Run the model on one stack -> fused (C, H, W) float32 [0, 1] and weights (K, 1 or C, H, W)
     (None unless ``keep_weights``). Stacks whose temporaries exceed ``max_memory_gib`` go in bands
     of rows, with the same result."""
