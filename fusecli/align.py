@@ -170,7 +170,8 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
     # ECC runs again from that warp and from no motion. The result with the smaller residual wins;
     # no motion wins if nothing beats it.
     starts = [np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]]), np.eye(3)]
-    best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation")
+    gradient = _gradient(template)
+    best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation", gradient=gradient)
     moved = cv2.warpPerspective(image, best[1], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     diff = np.abs(template - moved)
     valid = both > 0
@@ -179,8 +180,8 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
         kept = t_mask & (1 - cv2.dilate(outliers, np.ones((5, 5), np.uint8)))
         # a second round only where something moved on its own (over 0.5 % of the valid pixels)
         if outliers.sum() > 0.005 * valid.sum() and (kept & i_mask).mean() >= MIN_VALID / 2:
-            second = _ecc_pyramid(template, image, kept, i_mask, [best[1], np.eye(3)], "translation")
-            full = _residual(template, image, t_mask, i_mask, second[1])  # on the same pixels as best's
+            second = _ecc_pyramid(template, image, kept, i_mask, [best[1], np.eye(3)], "translation", gradient=gradient)
+            full = _residual(template, image, t_mask, i_mask, second[1], gradient)  # on the same pixels as best's
             if full < best[0]:
                 best = (full, second[1], second[2])
     # Homography: refined from the translation through a rigid motion, each stage kept only if it
@@ -189,13 +190,13 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
     if mode == "homography":
         for stage in ("euclidean", "homography"):
             try:
-                refined = _ecc_pyramid(template, image, t_mask, i_mask, [best[1]], stage, levels=2)
+                refined = _ecc_pyramid(template, image, t_mask, i_mask, [best[1]], stage, levels=2, gradient=gradient)
             except ValueError:
                 break
             if refined[0] < best[0] and _max_displacement(refined[1] @ np.linalg.inv(best[1]), h, w) < 0.02 * max(h, w):
                 best = refined
-    _, warp, cc = best
-    if _residual(template, image, t_mask, i_mask, warp) >= _residual(template, image, t_mask, i_mask, np.eye(3)):
+    residual, warp, cc = best
+    if residual >= _residual(template, image, t_mask, i_mask, np.eye(3), gradient):
         return np.eye(3), float(cc)
     if cc < MIN_CORRELATION:
         raise ValueError(f"the frames correlate only {cc:.2f} after registration")
@@ -207,7 +208,9 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
     return warp, float(cc)
 
 
-def _ecc_pyramid(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, starts: list[np.ndarray], model: str, levels: int | None = None) -> tuple[float, np.ndarray, float]:
+def _ecc_pyramid(
+    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, starts: list[np.ndarray], model: str, levels: int | None = None, gradient: np.ndarray | None = None
+) -> tuple[float, np.ndarray, float]:
     """ECC coarse to fine (``levels``: all down to ~COARSE_SIDE by default) from each start ->
     (residual, warp, correlation) of the best result."""
     h, w = template.shape
@@ -238,13 +241,17 @@ def _ecc_pyramid(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_
         except cv2.error as e:
             error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
             continue
-        results.append((_residual(template, image, t_mask, i_mask, warp), warp, cc))
+        results.append((_residual(template, image, t_mask, i_mask, warp, gradient), warp, cc))
     if not results:
         raise ValueError(error or "ECC did not converge")
     return min(results, key=lambda r: r[0])  # residual on the masks given: callers compare on their own
 
 
-def _residual(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray) -> float:
+def _gradient(template: np.ndarray) -> np.ndarray:
+    return np.hypot(cv2.Sobel(template, cv2.CV_32F, 1, 0), cv2.Sobel(template, cv2.CV_32F, 0, 1))
+
+
+def _residual(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray, gradient: np.ndarray | None = None) -> float:
     """How far image(warp) is from the template where it tells: the mean |difference| over the
     textured half of the pixels valid in both (flat regions match at any small shift), leaving out
     the largest 10 % (what moved on its own must not decide)."""
@@ -253,10 +260,11 @@ def _residual(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mas
     valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
     if valid.sum() < 16:
         return math.inf
-    gradient = np.hypot(cv2.Sobel(template, cv2.CV_32F, 1, 0), cv2.Sobel(template, cv2.CV_32F, 0, 1))
+    gradient = _gradient(template) if gradient is None else gradient
     textured = valid & (gradient >= np.median(gradient[valid]))
-    diffs = np.sort(np.abs(template - moved)[textured])
-    return float(diffs[: max(1, int(0.9 * diffs.size))].mean())
+    diffs = np.abs(template - moved)[textured]
+    keep = max(1, int(0.9 * diffs.size))
+    return float(np.partition(diffs, keep - 1)[:keep].mean())
 
 
 def _describe(warp: np.ndarray, h: int, w: int) -> tuple[float, float, float]:
