@@ -154,3 +154,18 @@ def test_prepare_with_alignment_off_changes_nothing():
     before = stack.frames.copy()
     out = prepare(stack, "none", False)
     assert np.array_equal(out.frames, before) and [m.status for m in out.motion] == ["reference", "unaligned", "unaligned"]
+
+
+def test_real_handheld_stacks_fuse_with_alignment_and_report_motion(real, tmp_path):
+    frobisher, taipei = real("ldr_stack_colour_hdri_frobisher_001"), real("ldr_stack_ssarcandy_taipei")
+    r = runner.invoke(app, ["fuse", str(frobisher), str(taipei), "-o", str(tmp_path), "--format", "jpg", "--align", "homography", "--json"])
+    assert r.exit_code == 0, r.stderr
+    results = {x["stack"]: x for x in json.loads(r.stdout)["results"]}
+    assert all(x["status"] == "fused" for x in results.values())
+    night = results["ldr_stack_ssarcandy_taipei"]["motion"]
+    assert len(night) == 10 and night[0]["status"] == "reference"
+    # measured: frames 2-5 register (under 0.5 px); the dark frames 6-10 share too few
+    # well-exposed pixels with their neighbours and are fused unaligned, each with a warning
+    assert [m["status"] for m in night[1:5]] == ["aligned"] * 4 and all(abs(m["dx"]) < 1 and abs(m["dy"]) < 1 for m in night[1:5])
+    assert all(m["status"] == "unaligned" and m["reason"] for m in night[5:])
+    assert r.stderr.count("fused unaligned") == 5
