@@ -12,9 +12,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-# Every benchmark of bench/README.md, about 12 minutes on a 2-core CPU (enfuse and hugin-tools from
-# Debian are used when installed, skipped with a message otherwise).
+# Every benchmark of bench/README.md, about 12 minutes on a 2-core CPU. enfuse and hugin-tools
+# (Debian) are installed first when they can be; their comparisons are skipped with a message if not.
 bench: $(VENV)/.installed
+	@command -v enfuse >/dev/null && command -v align_image_stack >/dev/null || \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q enfuse hugin-tools >/dev/null 2>&1 || \
+	     sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q enfuse hugin-tools >/dev/null 2>&1 || \
+	     echo "enfuse/hugin-tools could not be installed: their comparisons will be skipped")
 	$(BIN)/python bench/bench_mertens.py
 	$(BIN)/python bench/bench_fuse.py --cli
 	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
