@@ -59,6 +59,7 @@ MIN_VALID = 0.01  # share of pixels valid in both images
 CLIP = 0.98
 FLOOR = 0.004
 TINY = 0.05  # pixels: a smaller warp is not applied
+WANDER = 3.0  # registration pixels: a translation ECC found this far from every start is not trusted
 GHOST_RATIO = 1.3  # brightness ratio (after normalisation) beyond which a pixel is a ghost
 GHOST_FLOOR = 0.02  # reference-frame units added to both sides before the ratio (noise)
 
@@ -240,6 +241,9 @@ def _ecc_pyramid(
                 warp = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
         except cv2.error as e:
             error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+            continue
+        if model == "translation" and min(_max_displacement(warp @ np.linalg.inv(s), h, w) for s in starts) > WANDER:
+            error = f"ECC wandered over {WANDER:g} px from every start"  # a textured moving object or a plain scene pulled it
             continue
         results.append((_residual(template, image, t_mask, i_mask, warp, gradient), warp, cc))
     if not results:
