@@ -190,7 +190,12 @@ def test_banded_fusion_equals_whole_image_fusion(tmp_path):
 def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff,jpg,png", "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
+    # 12 stacks, so that the interrupt lands mid-run and not while the interpreter exits (a SIGINT
+    # then ends the process with the default handler, after every output is complete)
+    for i in range(4):
+        for stack in ("cannon_001", "cannon_002", "procedural_001"):
+            shutil.copytree(SAMPLES / stack, tmp_path / "in" / f"{stack}_{i}")
+    proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(tmp_path / "in"), "-o", str(out), "--format", "dng,tiff,jpg,png", "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.01)
@@ -198,7 +203,7 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the run finished before the interrupt arrived")
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err[-2000:])
     assert not list(out.glob(".*.part"))
     for dng in out.glob("*_fused.dng"):
         assert read_raw(dng)[0].shape == (4, 192, 256)
