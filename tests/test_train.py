@@ -110,7 +110,7 @@ def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_samples(t
     # lambda_black = 0: black_reg is a ratio of batch sums, the one term that does not split evenly
     common = [str(SAMPLES), "--steps", "4", "--set", "data.crop=32", "--set", "model.width=8", "--set", "model.depth=2", "--set", "val_every=1000", "--set", "loss.lambda_black=0.0", "--set", "data.val_fraction=0.0"]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", "-m", "fusecli", "train", *common, "--batch-size", "2", "--run-dir", str(tmp_path / "ddp")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fusecli", "train", *common, "--batch-size", "2", "--run-dir", str(tmp_path / "ddp")],
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
