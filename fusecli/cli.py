@@ -221,7 +221,7 @@ def train(
             summary = _train_with_progress(run_training, cfg, run, resume is not None, export)
         except KeyboardInterrupt:
             typer.echo(f"fusecli train: interrupted; checkpoint saved, continue with: fusecli train --resume {run}", err=True)
-            raise typer.Exit(130) from None
+            _exit_now(130)
     if summary:
         typer.echo(json.dumps({"validation": summary}))
 
