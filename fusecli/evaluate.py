@@ -147,8 +147,7 @@ def score(pred: Prediction, frames: np.ndarray, label: np.ndarray | None, loss_c
         out[name] = float(value)
     if pred.weights is None:
         out["black_reg"] = None
-    c = loss_config
-    out["total"] = out["l1"] + out["gradient_l1"] + c.gamma * out["grad_sign"] + c.eta * out["high_smooth"] + c.lambda_luma * out["luma_grad"]  # type: ignore[operator]
+    out["total"] = loss_config.total(out, with_black_reg=False)
     out["psnr"] = float(psnr(y, y_star))
     if min(y.shape[-2:]) >= 11:
         out["ssim"] = float(ssim(y, y_star))

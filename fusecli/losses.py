@@ -248,6 +248,18 @@ class LossConfig:
         data = config.read_toml(path)
         return cls.from_dict(data.get("loss", data), source=str(path))
 
+    def total(self, terms: dict, with_black_reg: bool = True):
+        """The weighted sum of the terms (tensors or floats), as the class docstring gives it;
+        ``with_black_reg=False`` leaves out the regulariser on weights (what ``eval`` compares)."""
+        total = (
+            terms["l1"]
+            + terms["gradient_l1"]
+            + self.gamma * terms["grad_sign"]
+            + self.eta * terms["high_smooth"]
+            + self.lambda_luma * terms["luma_grad"]
+        )
+        return total + self.lambda_black * terms["black_reg"] if with_black_reg else total
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -280,12 +292,4 @@ class FusionLoss(torch.nn.Module):
             "luma_grad": luma_grad(y, reference),
             "black_reg": black_reg(weights, frames, y_star, cfg.black_threshold, cfg.black_kernel),
         }
-        total = (
-            terms["l1"]
-            + terms["gradient_l1"]
-            + cfg.gamma * terms["grad_sign"]
-            + cfg.eta * terms["high_smooth"]
-            + cfg.lambda_luma * terms["luma_grad"]
-            + cfg.lambda_black * terms["black_reg"]
-        )
-        return total, terms
+        return cfg.total(terms), terms
