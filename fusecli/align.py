@@ -15,17 +15,15 @@ frame is registered against the previous frame once that one is aligned (1/4 aga
 against the aligned 1/4...): neighbours share far more valid pixels than the 1/16 and the 1/1
 frames do, and the warp found maps reference coordinates straight into the frame.
 
-A frame that cannot be registered is fused as it is, and the next frame is registered against it.
-
 The warp is applied to every packed plane with the same matrix (bicubic), so the Bayer planes stay
 consistent. Pixels the warp leaves uncovered take the reference frame's pixels at the frame's
 exposure (reference x ratio: no black borders, and the frames stay consistent there, so the result
 is the reference's content with the network's usual tone mapping). A warp under 0.05 pixel everywhere is not applied.
 
-A frame that cannot be registered (too few valid pixels, no texture, ECC does not converge, a
-correlation under ``MIN_CORRELATION``, or a motion beyond a quarter of the image) is reported and
-fused unaligned: fusion still uses its well-exposed pixels, and the ghost mask (when on) keeps it
-out where it disagrees with the reference.
+A frame that cannot be registered (too few valid pixels, no texture, ECC diverging or wandering over
+``WANDER`` pixels from every start, a correlation under ``MIN_CORRELATION``, or a motion beyond a
+quarter of the image) is reported and fused as it is, and the next frame is registered against it;
+deghosting (when on) still replaces it where it disagrees with the reference.
 
 Ghosts (:func:`deghost`): after alignment, where a frame's exposure-normalised channels differ
 from the reference's by more than ``GHOST_RATIO`` (compared on 4x4 area averages, so noise does not
@@ -84,6 +82,12 @@ class FrameMotion:
         return d
 
 
+def check_mode(mode: str) -> None:
+    """A FuseError unless ``mode`` is one of :data:`MODES`."""
+    if mode not in MODES:
+        raise FuseError(f"--align {mode!r}: expected one of {', '.join(MODES)}")
+
+
 def _brightness(frame: np.ndarray) -> np.ndarray:
     """(C, H, W) [0, 1] -> (H, W) float32 channel mean."""
     return frame.mean(axis=0, dtype=np.float32)
@@ -120,6 +124,11 @@ def _registration_pair(template: tuple[np.ndarray, np.ndarray], t_ratio: float, 
     log_lo, log_hi = math.log(lo), math.log(hi)
     to_unit = lambda x: (np.log(np.clip(x, lo, hi)) - np.float32(log_lo)) / np.float32(log_hi - log_lo)  # noqa: E731
     return to_unit(t).astype(np.float32), to_unit(i).astype(np.float32), t_valid.astype(np.uint8), i_valid.astype(np.uint8)
+
+
+def _levels(h: int, w: int) -> int:
+    """Pyramid levels from (h, w) down to a long side of about COARSE_SIDE (at least 1)."""
+    return max(1, int(math.log2(max(h, w) / COARSE_SIDE)) + 1)
 
 
 def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -160,7 +169,7 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
         raise ValueError(f"only {both.mean():.0%} of the pixels are well exposed in both frames")
     if float(template[both > 0].std()) < 0.01:
         raise ValueError("no texture to register on")
-    levels = max(1, int(math.log2(max(h, w) / COARSE_SIDE)) + 1)
+    levels = _levels(h, w)
     coarse_t, coarse_i = _pyramid(template, levels)[0], _pyramid(image, levels)[0]
     window = cv2.createHanningWindow((coarse_t.shape[1], coarse_t.shape[0]), cv2.CV_32F)
     (sx, sy), _ = cv2.phaseCorrelate(coarse_t, coarse_i, window)
@@ -201,10 +210,7 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
         return np.eye(3), float(cc)
     if cc < MIN_CORRELATION:
         raise ValueError(f"the frames correlate only {cc:.2f} after registration")
-    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
-    moved = warp @ corners
-    moved = moved[:2] / moved[2]
-    if np.abs(moved - corners[:2]).max() > 0.25 * max(h, w):
+    if _max_displacement(warp, h, w) > 0.25 * max(h, w):
         raise ValueError("the motion found exceeds a quarter of the image")
     return warp, float(cc)
 
@@ -215,7 +221,7 @@ def _ecc_pyramid(
     """ECC coarse to fine (``levels``: all down to ~COARSE_SIDE by default) from each start ->
     (residual, warp, correlation) of the best result."""
     h, w = template.shape
-    levels = levels or max(1, int(math.log2(max(h, w) / COARSE_SIDE)) + 1)
+    levels = levels or _levels(h, w)
     t_pyr, i_pyr = _pyramid(template, levels), _pyramid(image, levels)
     # masks: a pixel is valid at a coarser level only if all the pixels it averages are
     tm_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(t_mask.astype(np.float32), levels)]
@@ -304,8 +310,7 @@ def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain:
 def align_stack(frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode) -> tuple[np.ndarray, list[FrameMotion]]:
     """Register frames (K, C, H, W) [0, 1], brightest first, onto frame 0, **in place** -> (the same
     array, aligned; the motion of each frame). ``mode`` "none" leaves the frames as they are."""
-    if mode not in MODES:
-        raise FuseError(f"--align {mode!r}: expected one of {', '.join(MODES)}")
+    check_mode(mode)
     motions = [FrameMotion(0, "reference")]
     if mode == "none":
         return frames, motions + [FrameMotion(k, "unaligned", reason="--align none") for k in range(1, len(frames))]

@@ -50,11 +50,6 @@ def root(
     """fusecli: fuse exposure brackets into one image."""
 
 
-def _check_align(mode: str) -> None:
-    if mode not in ("none", "translation", "homography"):
-        raise FuseError(f"--align {mode!r}: expected none, translation or homography")
-
-
 def _parse_ratios(text: Optional[str]) -> Optional[list[float]]:
     if text is None:
         return None
@@ -83,13 +78,14 @@ def inspect(
     align: str = typer.Option("none", "--align", help="Also decode each stack and report each frame's motion: translation or homography."),
 ) -> None:
     """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
+    from fusecli.align import check_mode
     from fusecli.stack import describe, discover
 
     with user_errors():
         if transfer not in ("auto", "srgb", "linear"):
             raise FuseError(f"--transfer {transfer!r}: expected auto, srgb or linear")
         user_ratios = _parse_ratios(ratios)
-        _check_align(align)
+        check_mode(align)
         sources = discover(paths, group_size=group_size)
     rows, failed = [], 0
     for source in sources:
@@ -274,6 +270,7 @@ def fuse(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
+    from fusecli.align import check_mode
     from fusecli.fuse import FuseOptions, fuse_sources
     from fusecli.model import load_model
     from fusecli.runtime import pick_device
@@ -286,7 +283,7 @@ def fuse(
         wanted = tuple(aliases.get(f.strip().lower(), f.strip().lower()) for f in formats.split(",")) if formats else None
         if wanted and any(f not in ("dng", "tiff", "jpg", "png") for f in wanted):
             raise FuseError(f"--format {formats!r}: expected a comma-separated list of dng, tiff, jpg, png")
-        _check_align(align)
+        check_mode(align)
         options = FuseOptions(wanted, linear, overwrite, save_weights, _parse_ratios(ratios), transfer, max_memory, align, deghost)
         sources = discover(paths, group_size=group_size)
         torch_device = pick_device(device)
@@ -387,7 +384,7 @@ def evaluate(
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625."),
     transfer: str = typer.Option("auto", "--transfer", help="Transfer of non-RAW frames: auto, srgb or linear."),
     align: str = typer.Option("translation", "--align", help="Register frames onto the reference before every method: none, translation or homography."),
-    deghost: bool = typer.Option(True, "--deghost/--no-deghost", help="The model falls back to the reference frame where frames disagree."),
+    deghost: bool = typer.Option(True, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference frame."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ) -> None:
     """Score the model and baselines against held-out labels: the seed's loss terms, PSNR, SSIM, MEF-SSIM.
@@ -396,6 +393,7 @@ def evaluate(
     (reasons in the output), 2 usage error, 3 a --fail-under/--fail-over threshold missed.
     """
     from fusecli import evaluate as ev
+    from fusecli.align import check_mode
     from fusecli.losses import LossConfig
     from fusecli.model import load_model
     from fusecli.runtime import pick_device
@@ -413,7 +411,7 @@ def evaluate(
         for folder in pred:
             if not folder.is_dir():
                 raise FuseError(f"--pred {folder}: not a folder")
-        _check_align(align)
+        check_mode(align)
         options = ev.EvalOptions(methods, tuple(pred), _parse_ratios(ratios), transfer, align=align, deghost=deghost)
         names = ev.method_names(options)
         thresholds = ev.parse_thresholds(fail_under, "under") + ev.parse_thresholds(fail_over, "over")
