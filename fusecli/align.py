@@ -40,7 +40,7 @@ there (a limitation: an object that moves across a clipped window is not caught)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import cv2
@@ -387,10 +387,8 @@ def prepare(stack, mode: Mode, deghost_on: bool):
     """Align a decoded :class:`fusecli.stack.Stack` and remove its ghosts, in place -> the stack with
     ``motion`` set (each frame's motion and the share of its pixels that were ghosts). Frames that
     cannot be registered are fused unaligned; their reason is in ``motion``."""
-    import dataclasses
-
     frames, motion = align_stack(stack.frames, stack.ratios, mode)
     if deghost_on:
         for m, share in zip(motion, deghost(frames, stack.ratios)):
             m.ghost_share = share
-    return dataclasses.replace(stack, frames=frames, motion=tuple(motion))
+    return replace(stack, frames=frames, motion=tuple(motion))
