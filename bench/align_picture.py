@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe  # noqa: E402
 
-from fusecli import align  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
 from fusecli.report import display_rgb  # noqa: E402
-from fusecli.stack import discover, load_stack  # noqa: E402
+from fusecli.stack import load_stack, register  # noqa: E402
 from fusecli.synth import SynthConfig, synthesise  # noqa: E402
 
 CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
@@ -41,7 +41,7 @@ def main() -> None:
         source = discover([Path(tmp)])[0]
         tiles = []
         for mode in ("none", "homography"):
-            stack = align.prepare(load_stack(source), mode, True)
+            stack = register(load_stack(source), mode, True)
             fused, _ = fuse_stack(model, stack, torch.device("cpu"))
             tiles.append((display_rgb(fused, stack), f"--align {mode}"))
         tiles.append((display_rgb(stack.read_label(), stack), "label"))

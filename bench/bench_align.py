@@ -35,19 +35,24 @@ import numpy as np
 import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe  # noqa: E402
 
 from fusecli import align  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
 from fusecli.evaluate import Prediction, score  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
 from fusecli.losses import LossConfig  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import discover, load_stack  # noqa: E402
+from fusecli.stack import load_stack, register  # noqa: E402
 from fusecli.synth import SynthConfig, synthesise  # noqa: E402
 
 CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
-SETS = {"shift": dict(shift=6.0), "shift+turn": dict(shift=6.0, rotate=0.5), "object": dict(shift=4.0, moving_object=True)}
+SETS = {
+    "shift": dict(shift=6.0),
+    "shift+turn": dict(shift=6.0, rotate=0.5),
+    "object": dict(shift=4.0, moving_object=True),
+}
 
 
 def true_warp(t: dict, h: int, w: int) -> np.ndarray:
@@ -125,8 +130,19 @@ def main() -> None:
             cfg = SynthConfig(width=width, height=height, **extra)
             real = [CANNON] if CANNON.exists() else []
             n_real = a.stacks // 2 if real else 0
-            synthesise(real, root / name, stacks_per_map=max(n_real, 1) if real else 1, procedural=a.stacks - n_real, cfg=cfg, seed=a.seed + i)
-        print(f"\n{a.stacks} stacks per set ({'half Cannon.exr, half procedural' if CANNON.exists() else 'procedural only: ../shared absent'}), {width}x{height} mosaics")
+            synthesise(
+                real,
+                root / name,
+                stacks_per_map=max(n_real, 1) if real else 1,
+                procedural=a.stacks - n_real,
+                cfg=cfg,
+                seed=a.seed + i,
+            )
+        print(
+            f"\n{a.stacks} stacks per set "
+            f"({'half Cannon.exr, half procedural' if CANNON.exists() else 'procedural only: ../shared absent'}), "
+            f"{width}x{height} mosaics"
+        )
         print("\nregistration error, packed-plane pixels")
         print(f"{'set':<12}{'mode':<13}{'frames':>7}{'median':>9}{'max':>9}{'unaligned':>11}{'s/stack':>9}")
         for name, mode in (("shift", "translation"), ("shift+turn", "homography"), ("shift+turn", "translation")):
@@ -147,7 +163,10 @@ def main() -> None:
                         errors.append(math.hypot(m.dx - t["dx"], m.dy - t["dy"]))
                     else:
                         errors.append(grid_error(found, true_warp(t, h, w), h, w))
-            print(f"{name:<12}{mode:<13}{len(errors) + failed:>7}{statistics.median(errors):>9.3f}{max(errors):>9.3f}{failed:>11}{statistics.median(seconds):>9.3f}")
+            print(
+                f"{name:<12}{mode:<13}{len(errors) + failed:>7}{statistics.median(errors):>9.3f}"
+                f"{max(errors):>9.3f}{failed:>11}{statistics.median(seconds):>9.3f}"
+            )
         print("(targets: translation median < 0.25 px, homography median < 0.5 px)")
 
         print("\nfusion with the bundled model, mean over stacks")
@@ -156,9 +175,9 @@ def main() -> None:
             ("none", lambda s: s),
             ("AlignMTB", lambda s: _with(s, align_mtb(s.frames, s.ratios))),
             ("align_image_stack", None),
-            ("fusecli translation", lambda s: align.prepare(s, "translation", False)),
-            ("fusecli homography", lambda s: align.prepare(s, "homography", False)),
-            ("fusecli translation+deghost", lambda s: align.prepare(s, "translation", True)),
+            ("fusecli translation", lambda s: register(s, "translation", False)),
+            ("fusecli homography", lambda s: register(s, "homography", False)),
+            ("fusecli translation+deghost", lambda s: register(s, "translation", True)),
         ]
         hugin_missing = shutil.which("align_image_stack") is None
         for name in ("shift+turn", "object"):
@@ -178,10 +197,14 @@ def main() -> None:
                     rows.append(score(Prediction(fused, weights), stack.frames, label_img, loss))
                     meta = json.loads((source.frames[0].path.parent / "synth.json").read_text())["motion"].get("object")
                     if meta:
-                        obj.append(float(np.abs(fused - label_img).mean(axis=0)[object_mask(meta, *fused.shape[-2:])].mean()))
-                mean = lambda k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+                        obj.append(
+                            float(np.abs(fused - label_img).mean(axis=0)[object_mask(meta, *fused.shape[-2:])].mean())
+                        )
+                mean = lambda k, rows=rows: statistics.fmean(r[k] for r in rows)  # noqa: E731
                 o = f"{statistics.fmean(obj):>11.4f}" if obj else f"{'-':>11}"
-                print(f"{name:<12}{label:<30}{mean('l1'):>9.4f}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{o}{statistics.median(secs):>9.3f}")
+                print(
+                    f"{name:<12}{label:<30}{mean('l1'):>9.4f}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{o}{statistics.median(secs):>9.3f}"
+                )
         if hugin_missing:
             print("align_image_stack is not installed (Debian: apt-get install hugin-tools): skipped")
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mertens import RATIOS  # noqa: E402
 from common import describe  # noqa: E402
 
-from fusecli.io.image import linear_to_srgb  # noqa: E402
+from fusecli.colour import linear_to_srgb  # noqa: E402
 from fusecli.synth import procedural_scene  # noqa: E402
 
 FUSECLI = [sys.executable, "-m", "fusecli"]
@@ -48,7 +48,11 @@ def write_stacks(root: Path, count: int, megapixels: float) -> list[list[Path]]:
         files = []
         for k, r in enumerate(RATIOS):
             path = folder / f"frame_{k + 1}.tif"
-            tifffile.imwrite(path, np.round(linear_to_srgb(np.clip(scene * np.float32(r), 0, 1)) * 65535).astype(np.uint16), photometric="rgb")
+            tifffile.imwrite(
+                path,
+                np.round(linear_to_srgb(np.clip(scene * np.float32(r), 0, 1)) * 65535).astype(np.uint16),
+                photometric="rgb",
+            )
             files.append(path)
         stacks.append(files)
     return stacks
@@ -79,8 +83,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stacks = write_stacks(root / "in", a.stacks, a.megapixels)
-        ours_cmd = [[*FUSECLI, "fuse", str(root / "in"), "-o", str(root / "fusecli"), "--format", "tiff", "--transfer", "srgb", "--ratios", ",".join(map(str, RATIOS)), "--overwrite", "--quiet"]]
-        theirs_cmd = [[enfuse, "-d", "16", "-o", str(root / "enfuse" / f"{files[0].parent.name}.tif"), *map(str, files)] for files in stacks] if enfuse else []
+        ours_cmd = [
+            [
+                *FUSECLI,
+                "fuse",
+                str(root / "in"),
+                "-o",
+                str(root / "fusecli"),
+                "--format",
+                "tiff",
+                "--transfer",
+                "srgb",
+                "--ratios",
+                ",".join(map(str, RATIOS)),
+                "--overwrite",
+                "--quiet",
+            ]
+        ]
+        theirs_cmd = (
+            [
+                [enfuse, "-d", "16", "-o", str(root / "enfuse" / f"{files[0].parent.name}.tif"), *map(str, files)]
+                for files in stacks
+            ]
+            if enfuse
+            else []
+        )
         (root / "enfuse").mkdir()
         rows = [("fusecli fuse", ours_cmd)] + ([("enfuse -d 16", theirs_cmd)] if enfuse else [])
         results = {}

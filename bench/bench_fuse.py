@@ -28,12 +28,14 @@ import rawpy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe, median_seconds  # noqa: E402
 
-from fusecli.fuse import FuseOptions, fuse_sources  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
+from fusecli.fuse import fuse_sources  # noqa: E402
 from fusecli.io.dng import Exposure, write_dng  # noqa: E402
 from fusecli.io.raw import CameraInfo  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
+from fusecli.outputs import OutputOptions  # noqa: E402
 from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
-from fusecli.stack import discover  # noqa: E402
+from fusecli.stack import StackOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -65,7 +67,10 @@ def main() -> None:
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(describe())
-    print(f"fuse --align {a.align} (deghost on); median of {a.repeat} run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack")
+    print(
+        f"fuse --align {a.align} (deghost on); median of {a.repeat} "
+        f"run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack"
+    )
     print(f"{'stacks':<36}{'fuse':>9}{'decode':>9}{'ratio':>8}   (target <= 1.3x)")
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big"
@@ -77,10 +82,10 @@ def main() -> None:
             files = [f.path for s in sources for f in s.frames]
             out = Path(tmp) / "out"
 
-            def run() -> None:
-                fuse_sources(sources, model, device, out, FuseOptions(overwrite=True, align=a.align))
+            def run(sources=sources, out=out) -> None:
+                fuse_sources(sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True))
 
-            def decode() -> None:
+            def decode(files=files) -> None:
                 for f in files:
                     with rawpy.imread(str(f)) as raw:
                         raw.raw_image_visible.copy()
@@ -92,12 +97,30 @@ def main() -> None:
             if a.cli and folder == big:
                 env = dict(os.environ, PYTHONPATH=str(ROOT))
                 t0 = time.perf_counter()
-                proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(big), "-o", str(Path(tmp) / "cli"), "--quiet", "--align", a.align], env=env, stdout=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fusecli",
+                        "fuse",
+                        str(big),
+                        "-o",
+                        str(Path(tmp) / "cli"),
+                        "--quiet",
+                        "--align",
+                        a.align,
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
                 _, status, usage = os.wait4(proc.pid, 0)
                 if status != 0:
                     sys.exit("fusecli fuse failed")
                 t_cli = (time.perf_counter() - t0) / len(sources)
-                print(f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x   peak RSS {usage.ru_maxrss / 2**20:.2f} GiB")
+                print(
+                    f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x"
+                    f"   peak RSS {usage.ru_maxrss / 2**20:.2f} GiB"
+                )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -13,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, median_seconds  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe, median_seconds  # noqa: E402
 
 from fusecli.losses import FusionLoss  # noqa: E402
 from fusecli.runtime import keep_freed_memory  # noqa: E402
@@ -57,7 +56,10 @@ def main() -> None:
     a = ap.parse_args()
     allocator = "glibc default" if a.system_malloc else f"keep_freed_memory()={keep_freed_memory()}"
     print(describe())
-    print(f"loss forward+backward, batch {a.batch} x 4 x {a.size} x {a.size}, K = {a.frames}, device {a.device}, allocator {allocator}")
+    print(
+        f"loss forward+backward, batch {a.batch} x 4 x {a.size} x {a.size}, K = {a.frames}, device "
+        f"{a.device}, allocator {allocator}"
+    )
     print(f"{'weights':<32}{'loss only s':>12}{'+softmax+sum s':>16}")
     for cw, name in ((1, "per frame (B,K,1,H,W)"), (4, "per frame+channel (B,K,4,H,W)")):
         only = run(a.batch, a.size, a.frames, cw, a.device, a.repeat, loss_only=True)

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, median_seconds  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe, median_seconds  # noqa: E402
 
-from fusecli.fuse import FuseOptions, band_rows  # noqa: E402
+from fusecli.fuse import MAX_MEMORY_GIB, band_rows  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
 from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
 from fusecli.synth import procedural_scene  # noqa: E402
@@ -58,13 +58,15 @@ def main() -> None:
         ratios = torch.tensor([RATIOS], device=device)
         images = [np.ascontiguousarray(np.moveaxis(f, 0, -1)) for f in frames]
 
-        rows = band_rows(frames.shape, model.config.weight_channels(frames.shape[1]), FuseOptions.max_memory)  # as fuse does by default
+        rows = band_rows(
+            frames.shape, model.config.weight_channels(frames.shape[1]), MAX_MEMORY_GIB
+        )  # as fuse does by default
 
         @torch.inference_mode()
-        def ours() -> None:
+        def ours(tensor=tensor, ratios=ratios, rows=rows) -> None:
             model(tensor, ratios, band_rows=rows, keep_weights=True)
 
-        def theirs() -> None:
+        def theirs(images=images) -> None:
             cv2.createMergeMertens().process(images)
 
         t_ours = median_seconds(ours, a.repeat, sync=sync)

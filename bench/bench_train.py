@@ -33,8 +33,16 @@ def main() -> None:
     keep_freed_memory()
     print(describe())
     cfg = TrainConfig.from_toml(DEFAULT)
-    sets = [f"steps={a.steps + WARMUP}", f"device=\"{a.device}\"", "val_every=100000", "ckpt_every=100000",
-            "data.synth_radiance=[]", "data.val_radiance=[]", "data.synth_procedural=16", "data.synth_val=0"]
+    sets = [
+        f"steps={a.steps + WARMUP}",
+        f'device="{a.device}"',
+        "val_every=100000",
+        "ckpt_every=100000",
+        "data.synth_radiance=[]",
+        "data.val_radiance=[]",
+        "data.synth_procedural=16",
+        "data.synth_val=0",
+    ]
     if a.workers is not None:
         sets.append(f"data.workers={a.workers}")
     cfg = apply_overrides(cfg, sets)
@@ -50,8 +58,14 @@ def main() -> None:
         log = [json.loads(line) for line in open(Path(tmp) / "run" / "log.jsonl")]
     steps = len(times) - WARMUP
     rate = steps * cfg.batch_size / (times[-1] - times[WARMUP - 1])
-    print(f"weight_mode {cfg.model.weight_mode}, batch {cfg.batch_size}, crop {cfg.data.crop}, workers {cfg.data.workers}, device {cfg.device}")
-    print(f"{rate:.1f} samples/s over steps {WARMUP + 1}..{len(times)} (log's running figure at the end: {log[-1]['samples_per_s']:.1f})")
+    print(
+        f"weight_mode {cfg.model.weight_mode}, batch {cfg.batch_size}, crop {cfg.data.crop}, workers "
+        f"{cfg.data.workers}, device {cfg.device}"
+    )
+    print(
+        f"{rate:.1f} samples/s over steps {WARMUP + 1}..{len(times)} (log's running figure at the end: "
+        f"{log[-1]['samples_per_s']:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Scored as ``fusecli eval`` scores (fusecli.evaluate.score). Held-out stacks are synthesised in memory
 from Cannon.exr (never trained on) and procedural scenes, with seeds that neither training (0),
-validation (10000) nor samples/ (7) use, 3 frames at 1, 1/4, 1/16, 128 x 128 packed RAW. Every method is scored against the label with the seed's loss (black_reg
+validation (10000) nor samples/ (7) use, 3 frames at 1, 1/4, 1/16, 128 x 128 packed RAW. Every
+method is scored against the label with the seed's loss (black_reg
 needs fusion weights, so "total" here leaves it out for every method, and the model's black_reg is
 shown apart), PSNR and SSIM, plus MEF-SSIM (3 scales) against the stack (no label needed).
 """
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe  # noqa: E402
 
 from fusecli.baselines import best_single, mertens  # noqa: E402
 from fusecli.evaluate import Prediction, score  # noqa: E402
@@ -55,10 +56,15 @@ def main() -> None:
         for method, pred in predictions.items():
             results[method].append(score(pred, frames, label, loss))
     keys = ["total", "l1", "psnr", "ssim", "mef_ssim", "black_reg"]
-    print(f"{len(samples)} held-out stacks ({a.count // 2} Cannon.exr crops, {a.count - a.count // 2} procedural), seed {a.seed}; mean over stacks")
+    print(
+        f"{len(samples)} held-out stacks ({a.count // 2} Cannon.exr crops, {a.count - a.count // 2} "
+        f"procedural), seed {a.seed}; mean over stacks"
+    )
     print(f"{'method':<14}" + "".join(f"{k:>11}" for k in keys))
     for method, rows in results.items():
-        cells = "".join(f"{statistics.mean(r[k] for r in rows):>11.4f}" if rows[0][k] is not None else f"{'-':>11}" for k in keys)
+        cells = "".join(
+            f"{statistics.mean(r[k] for r in rows):>11.4f}" if rows[0][k] is not None else f"{'-':>11}" for k in keys
+        )
         print(f"{method:<14}{cells}")
     print("total = l1 + gradient_l1 + gamma*grad_sign + eta*high_smooth + lambda_luma*luma_grad (black_reg apart)")
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe  # noqa: E402
 
+from fusecli.discover import discover  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import discover, load_stack  # noqa: E402
+from fusecli.stack import load_stack  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -46,7 +47,10 @@ def main() -> None:
                 green = np.maximum(0.5 * (img[1] + img[2]), 1e-4)
                 cells.append((np.median((img[0] / green)[partial]), np.median((img[3] / green)[partial])))
             l1 = np.abs(fused - label)[:, partial].mean()
-            print(f"{name:<24}{source.name:<16}{partial.mean():>7.1%} {cells[0][0]:>10.3f}{cells[1][0]:>7.3f}{cells[0][1]:>11.3f}{cells[1][1]:>7.3f}{l1:>8.4f}")
+            print(
+                f"{name:<24}{source.name:<16}{partial.mean():>7.1%} "
+                f"{cells[0][0]:>10.3f}{cells[1][0]:>7.3f}{cells[0][1]:>11.3f}{cells[1][1]:>7.3f}{l1:>8.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -11,14 +11,22 @@ from pathlib import Path
 
 import torch
 
+from fusecli.discover import discover
 from fusecli.losses import FusionLoss, LossConfig
-from fusecli.stack import discover, load_stack
+from fusecli.stack import load_stack
 
 
 def main() -> None:
     paths = [Path(p) for p in sys.argv[1:]] or [Path(__file__).resolve().parents[1] / "samples"]
     cfg = LossConfig()
-    scale = {"l1": 1, "gradient_l1": 1, "grad_sign": cfg.gamma, "high_smooth": cfg.eta, "luma_grad": cfg.lambda_luma, "black_reg": cfg.lambda_black}
+    scale = {
+        "l1": 1,
+        "gradient_l1": 1,
+        "grad_sign": cfg.gamma,
+        "high_smooth": cfg.eta,
+        "luma_grad": cfg.lambda_luma,
+        "black_reg": cfg.lambda_black,
+    }
     print(f"defaults: {cfg}")
     print(f"{'stack':<16}{'fusion':<10}" + "".join(f"{t:>16}" for t in scale) + f"{'total':>9}")
     for source in discover(paths):
@@ -26,7 +34,11 @@ def main() -> None:
         frames = torch.from_numpy(stack.frames)[None]
         label = torch.from_numpy(stack.read_label())[None]
         k = frames.shape[1]
-        for name, w in (("1/1 only", torch.eye(k)[0]), ("darkest", torch.eye(k)[-1]), ("uniform", torch.full((k,), 1 / k))):
+        for name, w in (
+            ("1/1 only", torch.eye(k)[0]),
+            ("darkest", torch.eye(k)[-1]),
+            ("uniform", torch.full((k,), 1 / k)),
+        ):
             weights = w.view(1, k, 1, 1, 1).expand(1, k, 1, *frames.shape[-2:])
             fused = (weights * frames).sum(1)
             total, terms = FusionLoss(cfg)(fused, label, frames, weights)

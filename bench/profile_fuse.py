@@ -12,17 +12,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from bench_fuse import write_stack  # noqa: E402
+from bench_mertens import RATIOS  # noqa: E402
+from bench_mertens import stack as rgb_stack
+from common import describe  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from bench_fuse import write_stack  # noqa: E402
-from bench_mertens import RATIOS, stack as rgb_stack  # noqa: E402
 from fusecli import align  # noqa: E402
-from fusecli.fuse import FuseOptions, band_rows, fuse_stack, output_paths, write_outputs  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
+from fusecli.fuse import MAX_MEMORY_GIB, band_rows, fuse_stack  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
+from fusecli.outputs import OutputOptions, output_paths, write_outputs  # noqa: E402
 from fusecli.runtime import keep_freed_memory  # noqa: E402
-from fusecli.stack import discover, load_stack  # noqa: E402
+from fusecli.stack import load_stack  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_stack(Path(tmp) / "s", a.megapixels, 3)
         source = discover([Path(tmp) / "s"])[0]
-        options = FuseOptions(overwrite=True)
+        options = OutputOptions(overwrite=True)
         paths = output_paths(source, Path(tmp), options)
         print(f"\n{a.megapixels:g} MP RAW stack, 3 frames, one after another (no overlap), seconds; 3 runs")
         print(f"{'decode':>8}{'align':>8}{'deghost':>9}{'model':>8}{'DNG':>8}")
@@ -56,12 +59,15 @@ def main() -> None:
             print(f"{t1 - t0:>8.3f}{t2 - t1:>8.3f}{t3 - t2:>9.3f}{t4 - t3:>8.3f}{t5 - t4:>8.3f}")
     frames = torch.from_numpy(rgb_stack(a.rgb_megapixels))[None]
     ratios = torch.tensor([RATIOS])
-    rows = band_rows(frames.shape[1:], model.config.weight_channels(3), FuseOptions.max_memory)
+    rows = band_rows(frames.shape[1:], model.config.weight_channels(3), MAX_MEMORY_GIB)
     with torch.inference_mode():
         model(frames, ratios, band_rows=rows)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(frames, ratios, band_rows=rows)
-    print(f"\nthe model on a {a.rgb_megapixels:g} MP 3-frame RGB stack (per-channel weights, bands of {rows} rows): torch.profiler")
+    print(
+        f"\nthe model on a {a.rgb_megapixels:g} MP 3-frame RGB stack (per-channel weights, bands of {rows} "
+        "rows): torch.profiler"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=28))
 
 

@@ -1,46 +1,12 @@
-"""Handheld brackets: registering the frames onto the reference, and a ghost mask for what moved.
-
-Registration (:func:`align_stack`) uses OpenCV's ECC (Evangelidis & Psarakis 2008,
-``cv2.findTransformECC``): it is sub-pixel accurate, invariant to a gain and offset between the
-images (what is left of an exposure difference after normalisation), and fits translation and
-homography alike. Feature matching + RANSAC is more robust to very large motion but is pixel-accurate
-at best; phase correlation (``cv2.phaseCorrelate``) is translation-only, so it serves here as the
-coarse initial guess that ECC refines. Work happens on a pyramid, coarse to fine, from a level whose
-long side is about 128 pixels up to at most ``MAX_SIDE``.
-
-What is registered: the exposure-normalised brightness of the packed planes (mean over channels,
-divided by the frame's ratio), log-compressed, with clipped pixels (any channel >= 0.98 in either
-image) and the noise floor (mean < 0.004) clamped out of the valid range both images share. Each
-frame is registered against the previous frame once that one is aligned (1/4 against 1/1, then 1/16
-against the aligned 1/4...): neighbours share far more valid pixels than the 1/16 and the 1/1
-frames do, and the warp found maps reference coordinates straight into the frame.
-
-The warp is applied to every packed plane with the same matrix (bicubic), so the Bayer planes stay
-consistent. Pixels the warp leaves uncovered take the reference frame's pixels at the frame's
-exposure (reference x ratio: no black borders, and the frames stay consistent there, so the result
-is the reference's content with the network's usual tone mapping). A warp under 0.05 pixel everywhere is not applied.
-
-A frame that cannot be registered (too few valid pixels, no texture, ECC diverging or wandering over
-``WANDER`` pixels from every start, a correlation under ``MIN_CORRELATION``, or a motion beyond a
-quarter of the image) is reported and fused as it is, and the next frame is registered against it;
-deghosting (when on) still replaces it where it disagrees with the reference.
-
-Ghosts (:func:`deghost`): after alignment, where a frame's exposure-normalised channels differ
-from the reference's by more than ``GHOST_RATIO`` (compared on 4x4 area averages, so noise does not
-trigger it, then opened, dilated and feathered), the frame's pixels are replaced by the reference
-frame's at that frame's exposure (reference x ratio). The fusion there is then the
-reference's content, with the network's tone mapping intact. Moving the fusion weight itself to the
-reference frame was tried first: it rendered those pixels at the 1/1 brightness where the label
-compresses highlights, and raised the error in the moving object's region on synthesised stacks
-(replacing the pixels lowers it: ``python bench/bench_align.py``). Only pixels well exposed in
-both count: where the reference clipped there is nothing to compare with, and no deghosting happens
-there (a limitation: an object that moves across a clipped window is not caught).
+"""Handheld brackets: registering frames onto the reference (OpenCV ECC, coarse to fine) and a
+ghost mask for what moved. Works on arrays ``(K, C, H, W)``, never on a Stack. README.md ("Handheld
+brackets") says what it does; docs/design.md says why it is built this way.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import cv2
@@ -105,10 +71,14 @@ def _shrink(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
     clipped = (frame.max(axis=0) >= CLIP).astype(np.float32)
     if size == (frame.shape[-1], frame.shape[-2]):
         return bright, clipped
-    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(clipped, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(
+        clipped, size, interpolation=cv2.INTER_AREA
+    )
 
 
-def _registration_pair(template: tuple[np.ndarray, np.ndarray], t_ratio: float, image: tuple[np.ndarray, np.ndarray], i_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _registration_pair(
+    template: tuple[np.ndarray, np.ndarray], t_ratio: float, image: tuple[np.ndarray, np.ndarray], i_ratio: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exposure-normalised, log-compressed brightness of two frames (as :func:`_shrink` gives them),
     clamped to the range both expose well -> (template, image, template's valid mask, image's valid
     mask), float32 / uint8. A pixel is valid when none of the pixels it averages clipped and its
@@ -123,7 +93,12 @@ def _registration_pair(template: tuple[np.ndarray, np.ndarray], t_ratio: float, 
     i_valid = (i_clip == 0) & (i >= lo) & (i <= hi)
     log_lo, log_hi = math.log(lo), math.log(hi)
     to_unit = lambda x: (np.log(np.clip(x, lo, hi)) - np.float32(log_lo)) / np.float32(log_hi - log_lo)  # noqa: E731
-    return to_unit(t).astype(np.float32), to_unit(i).astype(np.float32), t_valid.astype(np.uint8), i_valid.astype(np.uint8)
+    return (
+        to_unit(t).astype(np.float32),
+        to_unit(i).astype(np.float32),
+        t_valid.astype(np.uint8),
+        i_valid.astype(np.uint8),
+    )
 
 
 def _levels(h: int, w: int) -> int:
@@ -134,7 +109,11 @@ def _levels(h: int, w: int) -> int:
 def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
     out = [img]
     for _ in range(levels - 1):
-        out.append(cv2.resize(out[-1], (max(1, out[-1].shape[1] // 2), max(1, out[-1].shape[0] // 2)), interpolation=cv2.INTER_AREA))
+        out.append(
+            cv2.resize(
+                out[-1], (max(1, out[-1].shape[1] // 2), max(1, out[-1].shape[0] // 2)), interpolation=cv2.INTER_AREA
+            )
+        )
     return out[::-1]  # coarse first
 
 
@@ -157,7 +136,9 @@ def _ecc(template, image, t_mask, i_mask, guess, motion, criteria):
     return cv2.findTransformECC(template, image, guess, motion, criteria, t_mask & i_mask, 5)
 
 
-def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, mode: Mode) -> tuple[np.ndarray, float]:
+def estimate_warp(
+    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, mode: Mode
+) -> tuple[np.ndarray, float]:
     """The 3x3 warp W (template pixel -> image pixel) and ECC's correlation coefficient.
 
     template, image: (H, W) float32 registration images; t_mask, i_mask: (H, W) uint8, their valid
@@ -216,7 +197,14 @@ def estimate_warp(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i
 
 
 def _ecc_pyramid(
-    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, starts: list[np.ndarray], model: str, levels: int | None = None, gradient: np.ndarray | None = None
+    template: np.ndarray,
+    image: np.ndarray,
+    t_mask: np.ndarray,
+    i_mask: np.ndarray,
+    starts: list[np.ndarray],
+    model: str,
+    levels: int | None = None,
+    gradient: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, float]:
     """ECC coarse to fine (``levels``: all down to ~COARSE_SIDE by default) from each start ->
     (residual, warp, correlation) of the best result."""
@@ -226,7 +214,11 @@ def _ecc_pyramid(
     # masks: a pixel is valid at a coarser level only if all the pixels it averages are
     tm_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(t_mask.astype(np.float32), levels)]
     im_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(i_mask.astype(np.float32), levels)]
-    motion = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "homography": cv2.MOTION_HOMOGRAPHY}[model]
+    motion = {
+        "translation": cv2.MOTION_TRANSLATION,
+        "euclidean": cv2.MOTION_EUCLIDEAN,
+        "homography": cv2.MOTION_HOMOGRAPHY,
+    }[model]
     fine = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
     coarse = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)  # finer levels refine anyway
     results, error = [], None
@@ -243,13 +235,18 @@ def _ecc_pyramid(
                 # Masks for the translation; rigid and projective refinements went astray with them
                 # on plain scenes (OpenCV 5.0) and are run on the clamped images alone.
                 criteria = fine if level == len(t_pyr) - 1 else coarse
-                cc, found = _ecc(t, i, tm, im, guess, motion, criteria) if model == "translation" else _ecc(t, i, None, None, guess, motion, criteria)
+                cc, found = (
+                    _ecc(t, i, tm, im, guess, motion, criteria)
+                    if model == "translation"
+                    else _ecc(t, i, None, None, guess, motion, criteria)
+                )
                 warp = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
         except cv2.error as e:
             error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
             continue
         if model == "translation" and min(_max_displacement(warp @ np.linalg.inv(s), h, w) for s in starts) > WANDER:
-            error = f"ECC wandered over {WANDER:g} px from every start"  # a textured moving object or a plain scene pulled it
+            # a textured moving object or a plain scene pulled it away
+            error = f"ECC wandered over {WANDER:g} px from every start"
             continue
         results.append((_residual(template, image, t_mask, i_mask, warp, gradient), warp, cc))
     if not results:
@@ -261,7 +258,14 @@ def _gradient(template: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(template, cv2.CV_32F, 1, 0), cv2.Sobel(template, cv2.CV_32F, 0, 1))
 
 
-def _residual(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray, gradient: np.ndarray | None = None) -> float:
+def _residual(
+    template: np.ndarray,
+    image: np.ndarray,
+    t_mask: np.ndarray,
+    i_mask: np.ndarray,
+    warp: np.ndarray,
+    gradient: np.ndarray | None = None,
+) -> float:
     """How far image(warp) is from the template where it tells: the mean |difference| over the
     textured half of the pixels valid in both (flat regions match at any small shift), leaving out
     the largest 10 % (what moved on its own must not decide)."""
@@ -298,8 +302,17 @@ def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain:
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     out = np.empty_like(frame)
     for c in range(frame.shape[0]):
-        out[c] = cv2.warpPerspective(frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    covered = cv2.warpPerspective(np.ones((h, w), np.float32), warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        out[c] = cv2.warpPerspective(
+            frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0
+        )
+    covered = cv2.warpPerspective(
+        np.ones((h, w), np.float32),
+        warp,
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
     np.clip(out, 0.0, 1.0, out=out)
     outside = covered < 0.999
     if outside.any():
@@ -307,7 +320,9 @@ def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain:
     return out
 
 
-def align_stack(frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode) -> tuple[np.ndarray, list[FrameMotion]]:
+def align_stack(
+    frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode
+) -> tuple[np.ndarray, list[FrameMotion]]:
     """Register frames (K, C, H, W) [0, 1], brightest first, onto frame 0, **in place** -> (the same
     array, aligned; the motion of each frame). ``mode`` "none" leaves the frames as they are."""
     check_mode(mode)
@@ -322,7 +337,9 @@ def align_stack(frames: np.ndarray, ratios: tuple[float, ...] | list[float], mod
     for k in range(1, len(frames)):
         shrunk[k] = _shrink(frames[k], size)
         try:
-            template, image, t_mask, i_mask = _registration_pair(shrunk[previous], ratios[previous], shrunk[k], ratios[k])
+            template, image, t_mask, i_mask = _registration_pair(
+                shrunk[previous], ratios[previous], shrunk[k], ratios[k]
+            )
             warp, cc = estimate_warp(template, image, t_mask, i_mask, mode)
             warp = _scale_warp(warp, w / size[0], h / size[1])
         except ValueError as e:
@@ -348,8 +365,8 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list
     that were ghosts (frame 0: 0). Frame k is compared with frame 0 on 4x4 area averages of the
     exposure-normalised channels where neither clipped (no clipped pixel in the block) and one of
     them is above frame k's noise floor; where any channel differs by more than ``GHOST_RATIO``
-    (after ``GHOST_FLOOR`` plus frame k's noise floor is added to both), the region (opened, dilated, feathered) takes the reference's pixels
-    at frame k's exposure: (1 - m) frame_k + m min(frame_0 ratio_k, 1).
+    (after ``GHOST_FLOOR`` plus frame k's noise floor is added to both), the region (opened,
+    dilated, feathered) takes the reference's pixels at frame k's exposure: (1 - m) frame_k + m min(frame_0 ratio_k, 1).
     """
     k, _, h, w = frames.shape
     small = (max(1, w // 4), max(1, h // 4))
@@ -358,8 +375,12 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list
 
     def low(j: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised channels (C, h/4, w/4), and where frame j has no clipped pixel."""
-        planes = np.stack([cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in frames[j]]) / np.float32(ratios[j])
-        unclipped = cv2.resize((frames[j].max(axis=0) < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
+        planes = np.stack([cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in frames[j]]) / np.float32(
+            ratios[j]
+        )
+        unclipped = (
+            cv2.resize((frames[j].max(axis=0) < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
+        )
         return planes, unclipped
 
     ref_b, ref_ok = low(0)
@@ -370,7 +391,9 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list
         floor = np.float32(GHOST_FLOOR + 2 * FLOOR / ratios[j])
         ratio = (b + floor) / (ref_b + floor)  # per channel: a moving object may differ in colour only
         differs = ((ratio > GHOST_RATIO) | (ratio < 1 / GHOST_RATIO)).any(axis=0)
-        visible = np.maximum(b, ref_b).mean(axis=0) * np.float32(ratios[j]) >= 4 * FLOOR  # above frame j's floor in one of them
+        visible = (
+            np.maximum(b, ref_b).mean(axis=0) * np.float32(ratios[j]) >= 4 * FLOOR
+        )  # above frame j's floor in one of them
         ghost = (ref_ok & ok & visible & differs).astype(np.uint8)
         ghost = cv2.morphologyEx(ghost, cv2.MORPH_OPEN, kernel3)  # noise and thin edge residues of alignment out
         if not ghost.any():
@@ -381,14 +404,3 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list
         frames[j] += m * (np.minimum(frames[0] * np.float32(ratios[j] / ratios[0]), 1.0) - frames[j])
         shares.append(float((m > 0.5).mean()))
     return shares
-
-
-def prepare(stack, mode: Mode, deghost_on: bool):
-    """Align a decoded :class:`fusecli.stack.Stack` and remove its ghosts, in place -> the stack with
-    ``motion`` set (each frame's motion and the share of its pixels that were ghosts). Frames that
-    cannot be registered are fused unaligned; their reason is in ``motion``."""
-    frames, motion = align_stack(stack.frames, stack.ratios, mode)
-    if deghost_on:
-        for m, share in zip(motion, deghost(frames, stack.ratios)):
-            m.ghost_share = share
-    return replace(stack, frames=frames, motion=tuple(motion))

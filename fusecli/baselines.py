@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fusecli.io.image import linear_to_srgb, srgb_to_linear
+from fusecli.colour import linear_to_srgb, srgb_to_linear
 
 
 def mertens(frames: np.ndarray) -> np.ndarray:

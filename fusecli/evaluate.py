@@ -1,23 +1,6 @@
-"""Scoring fusions against held-out labels: the seed's loss terms, PSNR, SSIM and MEF-SSIM, for the
-model, classical baselines and other tools' outputs, per stack and aggregated.
-
-Methods: ``model`` (the network, as ``fuse`` runs it), ``mertens`` and ``single`` (see
-:mod:`fusecli.baselines`), ``uniform`` (the mean of the frames, a floor), and predictions that other
-tools wrote (:func:`find_prediction` says how files are matched to stacks).
-
-What each stack gets:
-
-- with a label: every loss term of :class:`fusecli.losses.FusionLoss`, ``total``, ``psnr``, ``ssim``
-  and ``mef_ssim``. ``total`` = l1 + gradient_l1 + gamma*grad_sign + eta*high_smooth +
-  lambda_luma*luma_grad with the model's loss configuration: the image terms, the same for every
-  method. ``black_reg`` regularises fusion weights, not images, so it is reported apart and only for
-  methods that have weights (the model); training adds lambda_black*black_reg to ``total``.
-- without a label: ``mef_ssim`` only (it needs no label); the stack is counted as unlabelled.
-
-MEF-SSIM uses 3 scales where the image allows (both sides >= 44 pixels), fewer on smaller images.
-PSNR of a perfect prediction is capped at :data:`fusecli.metrics.PSNR_CAP_DB` (100 dB).
-
-Aggregates are the mean and the median over the stacks a method scored, per metric.
+"""Scoring fusions: the seed's loss terms, PSNR, SSIM and MEF-SSIM for the model, classical
+baselines and other tools' outputs, per stack and aggregated. README.md ("Evaluating") says what is
+scored and how; docs/design.md records the choices.
 """
 
 from __future__ import annotations
@@ -25,7 +8,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +15,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from fusecli import align
 from fusecli.baselines import best_exposed, best_single, mertens
 from fusecli.errors import FuseError
 from fusecli.fuse import fuse_stack
@@ -43,23 +24,35 @@ from fusecli.io.common import RAW_EXTENSIONS
 from fusecli.losses import FusionLoss, LossConfig
 from fusecli.metrics import mef_ssim, psnr, ssim
 from fusecli.model import FuseNet
-from fusecli.stack import Stack, StackSource, load_stack
+from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
 
-METRICS = ("total", "l1", "gradient_l1", "grad_sign", "high_smooth", "luma_grad", "black_reg", "psnr", "ssim", "mef_ssim")
+METRICS = (
+    "total",
+    "l1",
+    "gradient_l1",
+    "grad_sign",
+    "high_smooth",
+    "luma_grad",
+    "black_reg",
+    "psnr",
+    "ssim",
+    "mef_ssim",
+)
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "mef_ssim"})
 BUILTIN_METHODS = ("model", "mertens", "single", "uniform")
 PRED_EXTENSIONS = (".dng", ".tif", ".tiff", ".png", ".exr", ".hdr", ".jpg", ".jpeg")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalOptions:
+    """What to score: built-in methods, folders of other tools' outputs (each a method named after
+    its folder), how stacks are opened (every method sees the same aligned frames), and the
+    model's memory budget (GiB, as ``fuse --max-memory``)."""
+
     methods: tuple[str, ...] = ("model",)
-    preds: tuple[Path, ...] = ()  # folders of other tools' outputs; each is a method named after the folder
-    ratios: Sequence[float] | None = None
-    transfer: str = "auto"
+    preds: tuple[Path, ...] = ()
+    stack: StackOptions = StackOptions()
     max_memory: float = 0.25
-    align: str = "translation"  # every method sees the aligned frames (fusecli.align)
-    deghost: bool = True  # where frames disagree with the reference, the reference stands in (fusecli.align)
 
 
 @dataclass
@@ -88,6 +81,12 @@ def pred_method(folder: Path) -> str:
 
 
 def method_names(options: EvalOptions) -> list[str]:
+    """The methods' names, built-in first, then one per --pred folder (checked to be folders)."""
+    if not options.methods and not options.preds:
+        raise FuseError(f"--method: give at least one of {', '.join(BUILTIN_METHODS)} (or --pred)")
+    for folder in options.preds:
+        if not Path(folder).is_dir():
+            raise FuseError(f"--pred {folder}: not a folder")
     names = list(options.methods) + [pred_method(p) for p in options.preds]
     if len(set(names)) != len(names):
         raise FuseError(f"methods {', '.join(names)}: each must appear once (rename a --pred folder that clashes)")
@@ -103,7 +102,9 @@ def find_prediction(folder: Path, stack_name: str) -> Path:
             for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
                 if candidate.is_file():
                     return candidate
-    raise FuseError(f"{folder}: no prediction for stack {stack_name} (looked for {stack_name}.* and {stack_name}_fused.*)")
+    raise FuseError(
+        f"{folder}: no prediction for stack {stack_name} (looked for {stack_name}.* and {stack_name}_fused.*)"
+    )
 
 
 def read_prediction(path: Path, stack: Stack, transfer: str = "auto") -> np.ndarray:
@@ -115,7 +116,10 @@ def read_prediction(path: Path, stack: Stack, transfer: str = "auto") -> np.ndar
     else:
         planes = image_io.read_label(path, transfer="linear" if stack.transfer == "linear" else transfer)  # type: ignore[arg-type]
     if planes.shape != stack.frames.shape[1:]:
-        raise FuseError(f"{path}: prediction of shape (C, H, W) = {planes.shape} does not match the stack's {stack.frames.shape[1:]}")
+        raise FuseError(
+            f"{path}: prediction of shape (C, H, W) = {planes.shape} does not match the stack's "
+            f"{stack.frames.shape[1:]}"
+        )
     return planes
 
 
@@ -128,7 +132,13 @@ def mef_levels(height: int, width: int) -> int:
 
 
 @torch.inference_mode()
-def score(pred: Prediction, frames: np.ndarray, label: np.ndarray | None, loss_config: LossConfig, device: torch.device | str = "cpu") -> dict[str, float | None]:
+def score(
+    pred: Prediction,
+    frames: np.ndarray,
+    label: np.ndarray | None,
+    loss_config: LossConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, float | None]:
     """Every metric of one prediction. frames (K, C, H, W), label (C, H, W) or None, all [0, 1] ->
     {metric: value or None where it does not apply} with the keys of :data:`METRICS`."""
     y = torch.from_numpy(np.ascontiguousarray(pred.fused, dtype=np.float32))[None].to(device)
@@ -141,7 +151,11 @@ def score(pred: Prediction, frames: np.ndarray, label: np.ndarray | None, loss_c
         return out
     y_star = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None].to(device)
     k = f.shape[1]
-    weights = torch.from_numpy(pred.weights)[None].to(device) if pred.weights is not None else torch.full((1, k, 1, *y.shape[-2:]), 1.0 / k, device=device)
+    weights = (
+        torch.from_numpy(pred.weights)[None].to(device)
+        if pred.weights is not None
+        else torch.full((1, k, 1, *y.shape[-2:]), 1.0 / k, device=device)
+    )
     _, terms = FusionLoss(loss_config)(y, y_star, f, weights)
     for name, value in terms.items():
         out[name] = float(value)
@@ -152,10 +166,6 @@ def score(pred: Prediction, frames: np.ndarray, label: np.ndarray | None, loss_c
     if min(y.shape[-2:]) >= 11:
         out["ssim"] = float(ssim(y, y_star))
     return out
-
-
-def total_formula(c: LossConfig) -> str:
-    return f"total = l1 + gradient_l1 + {c.gamma:g}*grad_sign + {c.eta:g}*high_smooth + {c.lambda_luma:g}*luma_grad (black_reg apart; training adds {c.lambda_black:g}*black_reg)"
 
 
 def predict(method: str, case: Case, model: FuseNet | None, device: torch.device, options: EvalOptions) -> Prediction:
@@ -185,11 +195,11 @@ def predict(method: str, case: Case, model: FuseNet | None, device: torch.device
     raise FuseError(f"unknown method {method!r} (choose from {', '.join(BUILTIN_METHODS)})")
 
 
-def prepare(source: StackSource, options: EvalOptions) -> Case:
-    """Decode a stack, its label and the other tools' predictions for it; errors go into the case."""
+def open_case(source: StackSource, options: EvalOptions) -> Case:
+    """Open a stack, its label and the other tools' predictions for it; errors go into the case."""
     case = Case(source)
     try:
-        case.stack = align.prepare(load_stack(source, options.ratios, options.transfer), options.align, options.deghost)  # type: ignore[arg-type]
+        case.stack = open_stack(source, options.stack)
     except FuseError as e:
         case.error = str(e)
         return case
@@ -201,13 +211,23 @@ def prepare(source: StackSource, options: EvalOptions) -> Case:
     for folder in options.preds:
         name = pred_method(folder)
         try:
-            case.preds[name] = Prediction(read_prediction(find_prediction(Path(folder), source.name), case.stack, options.transfer))
+            case.preds[name] = Prediction(
+                read_prediction(find_prediction(Path(folder), source.name), case.stack, options.stack.transfer)
+            )
         except FuseError as e:
             case.preds[name] = str(e)
     return case
 
 
-def _row(stack: str, method: str, status: str, labelled: bool, reason: str | None = None, metrics: dict | None = None, seconds: float = 0.0) -> dict:
+def _row(
+    stack: str,
+    method: str,
+    status: str,
+    labelled: bool,
+    reason: str | None = None,
+    metrics: dict | None = None,
+    seconds: float = 0.0,
+) -> dict:
     row = {"stack": stack, "method": method, "status": status, "labelled": labelled, "reason": reason}
     row.update(metrics or dict.fromkeys(METRICS))
     row["seconds"] = round(seconds, 4)
@@ -228,35 +248,30 @@ def evaluate_sources(
     predictions)`` sees each stack's results (the report and progress bar use it)."""
     methods = method_names(options)
     rows: list[dict] = []
-    if not sources:
-        return rows
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future = pool.submit(prepare, sources[0], options)
-        for i in range(len(sources)):
-            case = pending.result()
-            if i + 1 < len(sources):
-                pending = pool.submit(prepare, sources[i + 1], options)
-            case_rows: list[dict] = []
-            predictions: list[tuple[str, Prediction]] = []
-            name = case.source.name
-            if case.error is not None or case.stack is None:
-                case_rows = [_row(name, m, "failed", case.source.label is not None, case.error) for m in methods]
-            elif case.label_error is not None:
-                case_rows = [_row(name, m, "failed", True, case.label_error) for m in methods]
-            else:
-                for method in methods:
-                    t0 = time.perf_counter()
-                    try:
-                        pred = predict(method, case, model, device, options)
-                        metrics = score(pred, case.stack.frames, case.label, loss_config, device)
-                    except FuseError as e:
-                        case_rows.append(_row(name, method, "failed", case.label is not None, str(e)))
-                        continue
-                    predictions.append((method, pred))
-                    case_rows.append(_row(name, method, "ok", case.label is not None, None, metrics, time.perf_counter() - t0))
-            rows += case_rows
-            if on_case:
-                on_case(case, case_rows, predictions)
+    for _, case, _ in prefetch(sources, lambda source: open_case(source, options)):
+        case_rows: list[dict] = []
+        predictions: list[tuple[str, Prediction]] = []
+        name = case.source.name
+        if case.error is not None or case.stack is None:
+            case_rows = [_row(name, m, "failed", case.source.label is not None, case.error) for m in methods]
+        elif case.label_error is not None:
+            case_rows = [_row(name, m, "failed", True, case.label_error) for m in methods]
+        else:
+            for method in methods:
+                t0 = time.perf_counter()
+                try:
+                    pred = predict(method, case, model, device, options)
+                    metrics = score(pred, case.stack.frames, case.label, loss_config, device)
+                except FuseError as e:
+                    case_rows.append(_row(name, method, "failed", case.label is not None, str(e)))
+                    continue
+                predictions.append((method, pred))
+                case_rows.append(
+                    _row(name, method, "ok", case.label is not None, None, metrics, time.perf_counter() - t0)
+                )
+        rows += case_rows
+        if on_case:
+            on_case(case, case_rows, predictions)
     return rows
 
 
@@ -291,7 +306,9 @@ def parse_thresholds(text: str | None, op: str) -> list[Threshold]:
         metric, sep, value = item.strip().partition("=")
         metric = metric.strip()
         if not sep or metric not in METRICS:
-            raise FuseError(f"--fail-{op} {text!r}: expected METRIC=VALUE[,...] with METRIC one of {', '.join(METRICS)}")
+            raise FuseError(
+                f"--fail-{op} {text!r}: expected METRIC=VALUE[,...] with METRIC one of {', '.join(METRICS)}"
+            )
         try:
             limit = float(value)
         except ValueError:
@@ -307,6 +324,10 @@ def check_thresholds(aggregates: Sequence[dict], method: str, thresholds: Sequen
     out = []
     for t in thresholds:
         value = mean.get(t.metric) if mean else None
-        passed = value is not None and not math.isnan(value) and (value >= t.limit if t.op == "under" else value <= t.limit)
-        out.append({"method": method, "metric": t.metric, "op": t.op, "limit": t.limit, "value": value, "passed": passed})
+        passed = (
+            value is not None and not math.isnan(value) and (value >= t.limit if t.op == "under" else value <= t.limit)
+        )
+        out.append(
+            {"method": method, "metric": t.metric, "op": t.op, "limit": t.limit, "value": value, "passed": passed}
+        )
     return out

@@ -53,9 +53,7 @@ __all__ = [
 
 def _check_pair(y: torch.Tensor, y_star: torch.Tensor) -> None:
     if y.ndim != 4 or y_star.ndim != 4:
-        raise ValueError(
-            f"expected y and y_star of shape (B, C, H, W), got {tuple(y.shape)} and {tuple(y_star.shape)}"
-        )
+        raise ValueError(f"expected y and y_star of shape (B, C, H, W), got {tuple(y.shape)} and {tuple(y_star.shape)}")
     if y.shape != y_star.shape:
         raise ValueError(f"y {tuple(y.shape)} and y_star {tuple(y_star.shape)} must have the same shape (B, C, H, W)")
 
@@ -204,16 +202,22 @@ def black_reg(
     return loss.to(weights.dtype)
 
 
-TERMS = ("l1", "gradient_l1", "grad_sign", "high_smooth", "luma_grad", "black_reg")
+#: The loss terms, in the order they are summed, and the LossConfig field that weighs each (None: 1).
+TERM_WEIGHTS = {
+    "l1": None,
+    "gradient_l1": None,
+    "grad_sign": "gamma",
+    "high_smooth": "eta",
+    "luma_grad": "lambda_luma",
+    "black_reg": "lambda_black",
+}
+TERMS = tuple(TERM_WEIGHTS)
 
 
 @dataclass
 class LossConfig:
-    """Weights and parameters of the combined loss (README, "The loss", says why these defaults).
-
-    total = l1 + gradient_l1 + gamma*grad_sign + eta*high_smooth + lambda_luma*luma_grad
-            + lambda_black*black_reg
-    """
+    """Weights and parameters of the combined loss (README, "The loss", says why these defaults);
+    :meth:`formula` writes the total out."""
 
     gamma: float = 40.0
     eta: float = 4.0
@@ -236,7 +240,9 @@ class LossConfig:
         if not (isinstance(self.black_kernel, int) and self.black_kernel >= 1 and self.black_kernel % 2 == 1):
             raise FuseError(f"loss configuration: black_kernel must be an odd integer >= 1, got {self.black_kernel!r}")
         if self.luma_reference not in ("frame", "label"):
-            raise FuseError(f"loss configuration: luma_reference must be 'frame' or 'label', got {self.luma_reference!r}")
+            raise FuseError(
+                f"loss configuration: luma_reference must be 'frame' or 'label', got {self.luma_reference!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "loss configuration") -> "LossConfig":
@@ -248,17 +254,28 @@ class LossConfig:
         data = config.read_toml(path)
         return cls.from_dict(data.get("loss", data), source=str(path))
 
+    def weights(self) -> dict[str, float]:
+        """Each term of :data:`TERMS` and its weight in the total: the one table that
+        :meth:`total` and :meth:`formula` are both made from."""
+        return {term: 1.0 if attr is None else float(getattr(self, attr)) for term, attr in TERM_WEIGHTS.items()}
+
     def total(self, terms: dict, with_black_reg: bool = True):
-        """The weighted sum of the terms (tensors or floats), as the class docstring gives it;
-        ``with_black_reg=False`` leaves out the regulariser on weights (what ``eval`` compares)."""
-        total = (
-            terms["l1"]
-            + terms["gradient_l1"]
-            + self.gamma * terms["grad_sign"]
-            + self.eta * terms["high_smooth"]
-            + self.lambda_luma * terms["luma_grad"]
-        )
-        return total + self.lambda_black * terms["black_reg"] if with_black_reg else total
+        """The weighted sum of the terms (tensors or floats); ``with_black_reg=False`` leaves out
+        the regulariser on weights (what ``eval`` compares across methods)."""
+        weights = self.weights()
+        total = None
+        for term in TERMS:
+            if term == "black_reg" and not with_black_reg:
+                continue
+            part = terms[term] if TERM_WEIGHTS[term] is None else weights[term] * terms[term]
+            total = part if total is None else total + part
+        return total
+
+    def formula(self) -> str:
+        """The total as text, with this configuration's weights (``eval`` prints it)."""
+        weights = self.weights()
+        image = [t if TERM_WEIGHTS[t] is None else f"{weights[t]:g}*{t}" for t in TERMS if t != "black_reg"]
+        return f"total = {' + '.join(image)} (black_reg apart; training adds {weights['black_reg']:g}*black_reg)"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -125,7 +125,9 @@ def _mef_ssim_single(x: torch.Tensor, f: torch.Tensor, box: torch.Tensor, gauss:
             g_prod = _filter(prod, gauss)[:, 0]
             e_r2 = e_r2 + aa * (g_prod - mu[:, j] * g_x[:, i] - mu[:, i] * g_x[:, j] + mu[:, i] * mu[:, j])
     norm = torch.sqrt(norm2.clamp_min(0.0))
-    beta = torch.where(norm > 0, ed.amax(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+    beta = torch.where(
+        norm > 0, ed.amax(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm)
+    )
 
     mu1 = beta * (a * (g_x - mu)).sum(dim=1)
     sigma1_sq = beta * beta * e_r2 - mu1 * mu1
@@ -153,12 +155,18 @@ def mef_ssim(frames: torch.Tensor, fused: torch.Tensor, levels: int = 3) -> torc
     -> 0-dim tensor in [-1, 1].
     """
     if frames.ndim != 5 or fused.ndim != 4 or frames.shape[0] != fused.shape[0] or frames.shape[2:] != fused.shape[1:]:
-        raise ValueError(f"expected frames (B, K, C, H, W) and fused (B, C, H, W), got {tuple(frames.shape)} and {tuple(fused.shape)}")
+        raise ValueError(
+            f"expected frames (B, K, C, H, W) and fused (B, C, H, W), got {tuple(frames.shape)} and "
+            f"{tuple(fused.shape)}"
+        )
     if not 1 <= levels <= len(_MEF_SCALE_WEIGHTS):
         raise ValueError(f"levels must be 1..{len(_MEF_SCALE_WEIGHTS)}, got {levels}")
     min_side = _MEF_WINDOW * 2 ** (levels - 1)
     if min(fused.shape[-2:]) < min_side:
-        raise ValueError(f"mef_ssim with {levels} scales needs images of at least {min_side}x{min_side}, got {tuple(fused.shape[-2:])}")
+        raise ValueError(
+            f"mef_ssim with {levels} scales needs images of at least {min_side}x{min_side}, got "
+            f"{tuple(fused.shape[-2:])}"
+        )
 
     dev, f64 = fused.device, torch.float64
     x = _grey(frames.to(f64)) * 255.0  # (B, K, H, W)

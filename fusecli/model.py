@@ -91,7 +91,9 @@ def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
     return m.to(device=like.device, dtype=like.dtype)
 
 
-def guided_coefficients(guide_lr: torch.Tensor, target_lr: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def guided_coefficients(
+    guide_lr: torch.Tensor, target_lr: torch.Tensor, r: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Low-resolution fit target ~ A * guide + b of the guided filter (He et al. 2010), box-averaged.
 
     guide_lr (N, 1, h, w), target_lr (N, M, h, w) -> A, b (N, M, h, w).
@@ -119,7 +121,9 @@ def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> t
     return wide.view(n, m, -1, width)
 
 
-def fast_guided_filter(guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+def fast_guided_filter(
+    guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float
+) -> torch.Tensor:
     """Fast guided filter (He & Sun 2015): fit target ~ A * guide + b at low resolution, apply at full
     resolution. guide_lr (N, 1, h, w), target_lr (N, M, h, w), guide_hr (N, 1, H, W) -> (N, M, H, W).
     kornia's guided_blur takes full-resolution inputs (its subsample option resamples them again);
@@ -159,7 +163,9 @@ class FuseNet(nn.Module):
         self.inp = nn.Conv2d(2 * N_FEATURES, w, 3, padding=1)
         self.layers = nn.ModuleList(nn.Conv2d(2 * w, w, 3, padding=2**i, dilation=2**i) for i in range(cfg.depth))
         self.out = nn.Conv2d(2 * w, 1, 1)
-        if cfg.weight_mode == "channel":  # shared by every channel: (frame features, channel value, log value) -> correction
+        if (
+            cfg.weight_mode == "channel"
+        ):  # shared by every channel: (frame features, channel value, log value) -> correction
             self.channel_head = nn.Sequential(nn.Conv2d(2 * w + 2, w, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, 1, 1))
 
     @staticmethod
@@ -182,18 +188,25 @@ class FuseNet(nn.Module):
             return logits
         c = frames.shape[2]
         log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
-        per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3)  # (B, K, C, 2, h, w)
+        per_channel = torch.stack(
+            [frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3
+        )  # (B, K, C, 2, h, w)
         shared = h.view(b, k, 1, *h.shape[1:]).expand(b, k, c, *h.shape[1:])
         x = torch.cat([shared, per_channel], dim=3).flatten(0, 2)
         return logits + self.channel_head(x).view(b, k, c, *h.shape[-2:])
 
     def check_input(self, frames: torch.Tensor, ratios: torch.Tensor) -> None:
         if frames.ndim != 5 or ratios.shape != frames.shape[:2]:
-            raise ValueError(f"expected frames (B, K, C, H, W) and ratios (B, K), got {tuple(frames.shape)} and {tuple(ratios.shape)}")
+            raise ValueError(
+                f"expected frames (B, K, C, H, W) and ratios (B, K), got {tuple(frames.shape)} and "
+                f"{tuple(ratios.shape)}"
+            )
         if frames.shape[1] < 2:
             raise FuseError(f"a stack needs at least 2 frames, got K = {frames.shape[1]}")
 
-    def forward(self, frames: torch.Tensor, ratios: torch.Tensor, band_rows: int | None = None, keep_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, frames: torch.Tensor, ratios: torch.Tensor, band_rows: int | None = None, keep_weights: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``band_rows`` processes the full-resolution stage in bands of that many rows (the result
         is the same); ``keep_weights=False`` returns no weights (saves K maps of memory)."""
         self.check_input(frames, ratios)
@@ -202,14 +215,18 @@ class FuseNet(nn.Module):
         flat = frames.flatten(0, 1)
         small = F.avg_pool2d(flat, factor, ceil_mode=True) if factor > 1 else flat
         logits_lr = self.logits(small.view(b, k, c, *small.shape[-2:]), ratios)
-        coef_a, coef_b = guided_coefficients(small.mean(dim=1, keepdim=True), logits_lr.flatten(0, 1), self.config.gf_radius, self.config.gf_eps)
+        coef_a, coef_b = guided_coefficients(
+            small.mean(dim=1, keepdim=True), logits_lr.flatten(0, 1), self.config.gf_radius, self.config.gf_eps
+        )
         step = band_rows or height
         bands_fused, bands_weights = [], []
         for y0 in range(0, height, step):
             rows = slice(y0, min(height, y0 + step))
             band = frames[..., rows, :]
             guide = band.flatten(0, 1).mean(dim=1, keepdim=True)
-            logits = torch.addcmul(upsample_rows(coef_b, rows, height, width), upsample_rows(coef_a, rows, height, width), guide)
+            logits = torch.addcmul(
+                upsample_rows(coef_b, rows, height, width), upsample_rows(coef_a, rows, height, width), guide
+            )
             weights = torch.softmax(logits.view(b, k, -1, *guide.shape[-2:]), dim=1)
             fused = weights[:, 0] * band[:, 0]
             for j in range(1, k):  # frame by frame: no (B, K, C, rows, W) product in memory
@@ -252,7 +269,8 @@ def save_model(path: Path, model: FuseNet, meta: dict | None = None) -> tuple[Pa
         "fusecli_version": __version__,
         "architecture": {"name": "FuseNet", **asdict(model.config)},
         "supports": {"channels": "any", "frames": "any K >= 2"},
-        "input_domain": "frames (B, K, C, H, W) linear in [0, 1], not scaled by exposure, brightest first, with ratios (B, K) <= 1",
+        "input_domain": "frames (B, K, C, H, W) linear in [0, 1], not scaled by exposure, brightest first, "
+        "with ratios (B, K) <= 1",
         **(meta or {}),
     }
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
@@ -275,7 +293,9 @@ def read_sidecar(path: Path) -> dict:
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         raise FuseError(f"{json_path}: not a fusecli model sidecar (format is not {FORMAT!r})")
     if sidecar.get("format_version", 0) > FORMAT_VERSION:
-        raise FuseError(f"{json_path}: model format {sidecar['format_version']} is newer than this fusecli reads ({FORMAT_VERSION})")
+        raise FuseError(
+            f"{json_path}: model format {sidecar['format_version']} is newer than this fusecli reads ({FORMAT_VERSION})"
+        )
     return sidecar
 
 
@@ -300,5 +320,7 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise FuseError(f"{weights_path}: weights do not match the architecture in {json_path.name} ({first})") from None
+        raise FuseError(
+            f"{weights_path}: weights do not match the architecture in {json_path.name} ({first})"
+        ) from None
     return model.to(device).eval(), sidecar

@@ -9,7 +9,8 @@ above it (:func:`sheet_size` gives its size):
   the weight map (the colours of ``fuse --save-weights``; absent for methods without weights).
 
 Images are shown as a viewer would: packed RAW planes at half resolution (R, mean of the greens, B),
-developed as ``fuse`` develops TIFFs (:func:`fusecli.fuse.develop`), sRGB curve, upright; RGB and mono frames with the sRGB curve.
+developed as ``fuse`` develops TIFFs (:func:`fusecli.outputs.develop`), sRGB curve, upright; RGB
+and mono frames with the sRGB curve.
 
 Summary plot (``DIR/summary.png``): per metric, the per-stack values of each method as points with
 the median marked, so outliers are seen at once (matplotlib, Agg backend: no display needed).
@@ -23,9 +24,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fusecli.evaluate import Case, HIGHER_IS_BETTER, Prediction
-from fusecli.fuse import develop, orient, weight_map, write_picture
-from fusecli.io.image import linear_to_srgb
+from fusecli.colour import linear_to_srgb
+from fusecli.evaluate import HIGHER_IS_BETTER, Case, Prediction
+from fusecli.outputs import develop, orient, weight_map, write_picture
 from fusecli.stack import Stack
 
 TILE = 256  # tile width in pixels
@@ -77,19 +78,30 @@ def contact_sheet(case: Case, predictions: Sequence[tuple[str, Prediction]], row
     th = tile_height(stack)
     width, height = sheet_size(stack.frames.shape[0], case.label is not None, len(predictions), th)
     sheet = np.full((height, width, 3), 30, np.uint8)
-    grid: list[list[tuple[np.ndarray, str]]] = [[(display_rgb(f, stack), f"frame {k + 1}  x{r:.3g}") for k, (f, r) in enumerate(zip(stack.frames, stack.ratios))]]
+    grid: list[list[tuple[np.ndarray, str]]] = [
+        [
+            (display_rgb(f, stack), f"frame {k + 1}  x{r:.3g}")
+            for k, (f, r) in enumerate(zip(stack.frames, stack.ratios))
+        ]
+    ]
     if case.label is not None:
         grid[0].append((display_rgb(case.label, stack), "label"))
     by_method = {r["method"]: r for r in rows}
     for method, pred in predictions:
         metrics = by_method.get(method, {})
-        caption = f"{method}" + (f"  {metrics['psnr']:.2f} dB" if metrics.get("psnr") is not None else "") + (f"  mef {metrics['mef_ssim']:.3f}" if metrics.get("mef_ssim") is not None else "")
+        caption = (
+            f"{method}"
+            + (f"  {metrics['psnr']:.2f} dB" if metrics.get("psnr") is not None else "")
+            + (f"  mef {metrics['mef_ssim']:.3f}" if metrics.get("mef_ssim") is not None else "")
+        )
         row = [(display_rgb(pred.fused, stack), caption)]
         if case.label is not None:
             err = np.abs(pred.fused - case.label).mean(axis=0)
             err8 = np.round(np.clip(err * ERROR_SCALE, 0, 1) * 255).astype(np.uint8)
             coloured = cv2.applyColorMap(err8, cv2.COLORMAP_INFERNO)[..., ::-1].astype(np.float32) / 255
-            row.append((orient(coloured, stack.camera.orientation) if stack.camera else coloured, f"|error| x{ERROR_SCALE:g}"))
+            row.append(
+                (orient(coloured, stack.camera.orientation) if stack.camera else coloured, f"|error| x{ERROR_SCALE:g}")
+            )
         if pred.weights is not None:
             wm = weight_map(pred.weights).astype(np.float32) / 255
             row.append((orient(wm, stack.camera.orientation) if stack.camera else wm, "weights"))
@@ -102,7 +114,9 @@ def contact_sheet(case: Case, predictions: Sequence[tuple[str, Prediction]], row
     return sheet
 
 
-def write_contact_sheet(folder: Path, case: Case, predictions: Sequence[tuple[str, Prediction]], rows: Sequence[dict]) -> Path:
+def write_contact_sheet(
+    folder: Path, case: Case, predictions: Sequence[tuple[str, Prediction]], rows: Sequence[dict]
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{case.source.name}.png"
     write_picture(path, contact_sheet(case, predictions, rows).astype(np.float32) / 255, ".png")
@@ -123,7 +137,9 @@ def write_summary_plot(folder: Path, rows: Sequence[dict], methods: Sequence[str
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes[0], metrics):
         for i, method in enumerate(methods):
-            values = [r[metric] for r in rows if r["method"] == method and r["status"] == "ok" and r[metric] is not None]
+            values = [
+                r[metric] for r in rows if r["method"] == method and r["status"] == "ok" and r[metric] is not None
+            ]
             if not values:
                 continue
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=12, alpha=0.7)

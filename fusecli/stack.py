@@ -1,42 +1,30 @@
-"""Bracket stacks: the stack type, discovery of stacks on disk, grouping, and exposure ratios.
+"""Bracket stacks: the stack types, exposure order and ratios, and opening (decoding, aligning,
+deghosting) a stack found by :mod:`fusecli.discover`.
 
-Discovery (:func:`discover`) reads headers only and returns :class:`StackSource` objects; decoding
-(:func:`load_stack`) turns one into a :class:`Stack` whose frames are a float32 array
-``(K, C, H, W)`` in [0, 1], brightest (the 1/1 reference) first, with ``ratios[k] <= 1`` the exposure
-of frame k relative to frame 0. Frames are never multiplied by their ratio.
-
-Where the ratios come from, in this order: ``--ratios`` given by the user ("user"); the exposure
-metadata of every frame ("exif": time x ISO / f-number^2, from EXIF or LibRaw); an exposure list
-beside the frames ("sidecar", see :func:`parse_sidecar`); else an estimate from the pixels
-("estimated", see :func:`estimate_ratios`), and the stack's notes say so.
-
-Grouping a folder: a folder with a label or an exposure list is one stack. Otherwise its frames, in
-capture order, are split into brackets where the camera or the frame size changes, where more than
-``GAP_SECONDS`` pass between one frame's end and the next one's start, or where an exposure repeats
-(AEB sequences such as 0, -2, +2, 0, -2, +2 EV). ``group_size`` splits into fixed-size brackets
-instead. A folder whose subfolders hold frames is a folder of stacks.
+A :class:`Stack`'s frames are float32 ``(K, C, H, W)`` in [0, 1], brightest first, never multiplied
+by their ratio; ``ratios[k] <= 1`` is the exposure of frame k relative to frame 0. Where the ratios
+come from, and in what order, is in README.md ("Commands", ``inspect``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
+from fusecli import align
 from fusecli.errors import FuseError
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
-from fusecli.io.common import FRAME_EXTENSIONS, LABEL_EXTENSIONS, RAW_EXTENSIONS, FrameInfo
+from fusecli.io.common import FrameInfo
 from fusecli.io.raw import CameraInfo
 
 RatioSource = Literal["user", "exif", "sidecar", "estimated"]
-SIDECAR_NAMES = ("exposures.txt", "image_list.txt")
-GAP_SECONDS = 2.0
 SAME_EXPOSURE = 0.02  # exposures within 2 % of each other are "the same"
 
 
@@ -70,7 +58,7 @@ class Stack:
     camera: CameraInfo | None = None
     label_path: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
-    motion: tuple = ()  # per frame, fusecli.align.FrameMotion, once aligned
+    motion: tuple[align.FrameMotion, ...] = ()  # per frame, once aligned (open_stack)
 
     def read_label(self) -> np.ndarray:
         """The stack's label as (C, H, W) float32, linear, [0, 1]; checked against the frames."""
@@ -80,7 +68,8 @@ class Stack:
         expected = self.frames.shape[1:]
         if label.shape != expected:
             raise FuseError(
-                f"{self.label_path}: label of shape (C, H, W) = {label.shape} does not match the frames' {tuple(expected)}"
+                f"{self.label_path}: label of shape (C, H, W) = {label.shape} does not match the frames' "
+                f"{tuple(expected)}"
             )
         return label
 
@@ -157,11 +146,14 @@ def _check_distinct(name: str, infos: Sequence[FrameInfo], exposures: Sequence[f
     for a, b in zip(order, order[1:]):
         if exposures[b] >= exposures[a] * (1 - SAME_EXPOSURE):
             raise FuseError(
-                f"{infos[b].path}: same exposure as {infos[a].name} ({what}); a bracket needs a different exposure per frame"
+                f"{infos[b].path}: same exposure as {infos[a].name} ({what}); a bracket needs a different "
+                "exposure per frame"
             )
 
 
-def plan_exposures(source: StackSource, ratios: Sequence[float] | None = None) -> tuple[list[int], list[float], RatioSource] | None:
+def plan_exposures(
+    source: StackSource, ratios: Sequence[float] | None = None
+) -> tuple[list[int], list[float], RatioSource] | None:
     """Order (brightest first) and ratios of a stack from metadata alone; None when only the pixels can tell.
 
     Returns (order, ratios, source): ``order[j]`` is the index in ``source.frames`` of output frame j.
@@ -179,8 +171,15 @@ def plan_exposures(source: StackSource, ratios: Sequence[float] | None = None) -
     if ratios is not None:
         if len(ratios) != len(infos):
             raise FuseError(f"--ratios gives {len(ratios)} values but stack {source.name} has {len(infos)} frames")
-        if abs(ratios[0] - 1.0) > 1e-9 or any(not (0 < r <= 1) for r in ratios) or any(b >= a for a, b in zip(ratios, ratios[1:])):
-            raise FuseError(f"--ratios {','.join(f'{r:g}' for r in ratios)}: expected 1 first, then strictly decreasing values in (0, 1)")
+        if (
+            abs(ratios[0] - 1.0) > 1e-9
+            or any(not (0 < r <= 1) for r in ratios)
+            or any(b >= a for a, b in zip(ratios, ratios[1:]))
+        ):
+            raise FuseError(
+                f"--ratios {','.join(f'{r:g}' for r in ratios)}: expected 1 first, then strictly decreasing "
+                "values in (0, 1)"
+            )
         if exposures is None:
             return None  # the order must come from the pixels
         _check_distinct(source.name, infos, exposures, what)
@@ -215,144 +214,6 @@ def estimate_ratios(frames: np.ndarray, low: float = 0.02, high: float = 0.9, mi
     return ratios
 
 
-# --- discovery ----------------------------------------------------------------------------------
-
-
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
-
-
-def _probe(path: Path) -> list[FrameInfo]:
-    if path.suffix.lower() in RAW_EXTENSIONS:
-        return [raw_io.probe_raw(path)]
-    return image_io.probe(path)
-
-
-def _is_frame_file(path: Path) -> bool:
-    return (
-        path.is_file()
-        and not path.name.startswith(".")
-        and path.suffix.lower() in FRAME_EXTENSIONS
-        and path.stem.lower() != "label"
-    )
-
-
-def _drop_raw_duplicates(files: list[Path]) -> tuple[list[Path], list[str]]:
-    """Cameras shooting RAW+JPEG write IMG_1.CR2 and IMG_1.JPG: keep the RAW only."""
-    raw_stems = {f.stem for f in files if f.suffix.lower() in RAW_EXTENSIONS}
-    kept = [f for f in files if f.suffix.lower() in RAW_EXTENSIONS or f.stem not in raw_stems]
-    dropped = len(files) - len(kept)
-    return kept, ([f"ignored {dropped} non-RAW file(s) that duplicate a RAW of the same name"] if dropped else [])
-
-
-def _capture_order(items: list[FrameInfo]) -> list[FrameInfo]:
-    if all(i.timestamp is not None for i in items):
-        return sorted(items, key=lambda i: (i.timestamp, _natural_key(i.path), i.page or 0))
-    return sorted(items, key=lambda i: (_natural_key(i.path), i.page or 0))
-
-
-def _split_brackets(items: list[FrameInfo]) -> list[list[FrameInfo]]:
-    groups: list[list[FrameInfo]] = []
-    for info in items:
-        if groups:
-            current = groups[-1]
-            first, previous = current[0], current[-1]
-            same_kind = (info.camera, info.width, info.height, info.channels) == (first.camera, first.width, first.height, first.channels)
-            gap = (
-                info.timestamp is not None
-                and previous.timestamp is not None
-                and (info.timestamp - previous.timestamp).total_seconds() > (previous.exposure_time or 0.0) + GAP_SECONDS
-            )
-            repeated = info.exposure_time is not None and any(
-                f.exposure_time is not None and abs(f.exposure_time - info.exposure_time) <= SAME_EXPOSURE * info.exposure_time
-                for f in current
-            )
-            if same_kind and not gap and not repeated:
-                current.append(info)
-                continue
-        groups.append([info])
-    return groups
-
-
-def _make_source(name: str, items: list[FrameInfo], label=None, sidecar=None, notes=()) -> StackSource:
-    return StackSource(name=name, frames=tuple(items), label=label, sidecar=sidecar, notes=tuple(notes))
-
-
-def _group(items: list[FrameInfo], folder_name: str, label: Path | None, sidecar: Path | None, group_size: int | None, notes: list[str]) -> list[StackSource]:
-    items = _capture_order(items)
-    if label is not None or sidecar is not None:
-        why = "a label" if label is not None else "an exposure list"
-        return [_make_source(folder_name, items, label, sidecar, notes + [f"one stack: the folder has {why}"])]
-    if group_size is not None:
-        if len(items) % group_size:
-            raise FuseError(f"{items[0].path.parent}: {len(items)} frames do not split into brackets of --group-size {group_size}")
-        groups = [items[i : i + group_size] for i in range(0, len(items), group_size)]
-        how = f"split into brackets of {group_size} (--group-size)"
-    else:
-        groups = _split_brackets(items)
-        has_time = all(i.timestamp is not None for i in items)
-        how = "grouped by capture time, camera, size and exposure" if has_time else "grouped by camera, size and exposure (no capture times)"
-    if len(groups) == 1:
-        return [_make_source(folder_name, groups[0], notes=notes)]
-    return [_make_source(g[0].path.stem if g[0].page is None else f"{g[0].path.stem}_{g[0].page}", g, notes=notes + [how]) for g in groups]
-
-
-def _discover_folder(folder: Path, group_size: int | None) -> list[StackSource]:
-    entries = sorted(folder.iterdir(), key=_natural_key)
-    files, notes = _drop_raw_duplicates([p for p in entries if _is_frame_file(p)])
-    stacks: list[StackSource] = []
-    if files:
-        labels = [p for p in entries if p.is_file() and p.stem.lower() == "label" and p.suffix.lower() in LABEL_EXTENSIONS]
-        if len(labels) > 1:
-            raise FuseError(f"{folder}: more than one label ({', '.join(p.name for p in labels)})")
-        sidecars = [folder / n for n in SIDECAR_NAMES if (folder / n).is_file()] + sorted(folder.glob("*_image_list.txt"))
-        items = [item for f in files for item in _probe(f)]
-        multipage = [f for f in files if f.suffix.lower() in {".tif", ".tiff"} and sum(1 for i in items if i.path == f) > 1]
-        for f in multipage:  # a multi-page TIFF is a stack of its own
-            stacks.append(_make_source(f.stem, [i for i in items if i.path == f], notes=["one multi-page TIFF"]))
-        single = [i for i in items if i.path not in multipage]
-        if single:
-            stacks += _group(single, folder.name, labels[0] if labels else None, sidecars[0] if sidecars else None, group_size, notes)
-    for sub in entries:
-        if sub.is_dir() and not sub.name.startswith("."):
-            stacks += _discover_folder(sub, group_size)
-    return stacks
-
-
-def discover(paths: Sequence[Path], group_size: int | None = None) -> list[StackSource]:
-    """Find the bracket stacks in folders and files (headers only; nothing is decoded)."""
-    if group_size is not None and group_size < 2:
-        raise FuseError(f"--group-size {group_size}: a bracket needs at least 2 frames")
-    stacks: list[StackSource] = []
-    loose: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise FuseError(f"{path}: no such file or folder")
-        if path.is_dir():
-            found = _discover_folder(path, group_size)
-            if not found:
-                raise FuseError(f"{path}: no RAW, TIFF, PNG or JPEG frames in this folder or its subfolders")
-            stacks += found
-        elif path.suffix.lower() not in FRAME_EXTENSIONS:
-            raise FuseError(f"{path}: not a supported image type (expected RAW, TIFF, PNG or JPEG)")
-        else:
-            loose.append(path)
-    if loose:
-        files, notes = _drop_raw_duplicates(loose)
-        items = [item for f in files for item in _probe(f)]
-        if len(files) == 1 and len(items) > 1:
-            stacks.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
-        else:
-            stacks += _group(items, items[0].path.stem, None, None, group_size, notes)
-    names: dict[str, int] = {}
-    unique = []
-    for s in stacks:  # stack names become output names: keep them unique
-        n = names.get(s.name, 0)
-        names[s.name] = n + 1
-        unique.append(s if n == 0 else dataclasses.replace(s, name=f"{s.name}_{n + 1}"))
-    return unique
-
-
 # --- validation and loading ---------------------------------------------------------------------
 
 
@@ -364,21 +225,35 @@ def validate(source: StackSource) -> None:
     first = frames[0]
     for f in frames[1:]:
         if (f.width, f.height) != (first.width, first.height):
-            raise FuseError(f"{f.path}: size {f.width}x{f.height} differs from {first.name}'s {first.width}x{first.height} in stack {source.name}")
+            raise FuseError(
+                f"{f.path}: size {f.width}x{f.height} differs from {first.name}'s "
+                f"{first.width}x{first.height} in stack {source.name}"
+            )
         if f.camera != first.camera:
-            raise FuseError(f"{f.path}: camera {f.camera or 'unknown'} differs from {first.name}'s {first.camera or 'unknown'} in stack {source.name}")
+            raise FuseError(
+                f"{f.path}: camera {f.camera or 'unknown'} differs from {first.name}'s "
+                f"{first.camera or 'unknown'} in stack {source.name}"
+            )
         if (f.kind == "raw") != (first.kind == "raw") or f.channels != first.channels:
-            raise FuseError(f"{f.path}: a {f.kind} frame with {f.channels} channel(s) among {first.kind} frames with {first.channels} in stack {source.name}")
+            raise FuseError(
+                f"{f.path}: a {f.kind} frame with {f.channels} channel(s) among {first.kind} frames with "
+                f"{first.channels} in stack {source.name}"
+            )
 
 
-def load_stack(source: StackSource, ratios: Sequence[float] | None = None, transfer: image_io.Transfer = "auto") -> Stack:
+def load_stack(
+    source: StackSource, ratios: Sequence[float] | None = None, transfer: image_io.Transfer = "auto"
+) -> Stack:
     """Decode a stack: frames (K, C, H, W) float32 [0, 1] brightest first, with exposure ratios."""
     validate(source)
     infos = source.frames
     first = infos[0]
     transfers = {image_io.resolve_transfer(i, transfer) for i in infos} if first.kind != "raw" else {"linear"}
     if len(transfers) > 1:
-        raise FuseError(f"{first.path}: frames of stack {source.name} mix bit depths (and so transfers: {', '.join(sorted(transfers))})")
+        raise FuseError(
+            f"{first.path}: frames of stack {source.name} mix bit depths (and so transfers: "
+            f"{', '.join(sorted(transfers))})"
+        )
     plan = plan_exposures(source, ratios)
     # With the order known from metadata, each frame is decoded straight into its final slot.
     decode_order = plan[0] if plan is not None else list(range(len(infos)))
@@ -389,12 +264,21 @@ def load_stack(source: StackSource, ratios: Sequence[float] | None = None, trans
         if info.kind == "raw":
             _, _, cameras[k] = raw_io.read_raw(info.path, out=frames[slot])
             ref = next(c for c in cameras if c is not None)
-            if (cameras[k].cfa, cameras[k].black_level, cameras[k].white_level) != (ref.cfa, ref.black_level, ref.white_level):
-                raise FuseError(f"{info.path}: sensor layout (CFA, black/white level) differs from the other frames of stack {source.name}")
+            if (cameras[k].cfa, cameras[k].black_level, cameras[k].white_level) != (
+                ref.cfa,
+                ref.black_level,
+                ref.white_level,
+            ):
+                raise FuseError(
+                    f"{info.path}: sensor layout (CFA, black/white level) differs from the other frames of "
+                    f"stack {source.name}"
+                )
         else:
             planes = image_io.read_frame(info, transfer)
             if planes.shape != frames.shape[1:]:
-                raise FuseError(f"{info.path}: decoded shape {planes.shape} differs from the stack's {frames.shape[1:]}")
+                raise FuseError(
+                    f"{info.path}: decoded shape {planes.shape} differs from the stack's {frames.shape[1:]}"
+                )
             frames[slot] = planes
     notes = list(source.notes)
     if plan is None:
@@ -407,12 +291,18 @@ def load_stack(source: StackSource, ratios: Sequence[float] | None = None, trans
             try:
                 found = estimate_ratios(frames)
             except ValueError as e:
-                raise FuseError(f"{infos[order[0]].path}: no exposure metadata and the ratios cannot be estimated from the pixels ({e}); pass --ratios") from None
+                raise FuseError(
+                    f"{infos[order[0]].path}: no exposure metadata and the ratios cannot be estimated from "
+                    f"the pixels ({e}); pass --ratios"
+                ) from None
             how = "estimated"
             notes.append("no exposure metadata: ratios estimated from the pixels (pass --ratios to set them)")
             for a, b in zip(found, found[1:]):
                 if b >= a * (1 - SAME_EXPOSURE):
-                    raise FuseError(f"{infos[order[0]].path}: frames of stack {source.name} look equally exposed (estimated ratios {', '.join(f'{r:.3g}' for r in found)})")
+                    raise FuseError(
+                        f"{infos[order[0]].path}: frames of stack {source.name} look equally exposed "
+                        f"(estimated ratios {', '.join(f'{r:.3g}' for r in found)})"
+                    )
     else:
         order, found, how = plan
     ordered = tuple(infos[k] for k in order)
@@ -433,17 +323,26 @@ def load_stack(source: StackSource, ratios: Sequence[float] | None = None, trans
 # --- description (what `fusecli inspect` shows) ---------------------------------------------------
 
 
-def describe(source: StackSource, ratios: Sequence[float] | None = None, transfer: image_io.Transfer = "auto") -> dict:
-    """A JSON-ready description of a stack and every decision taken about it.
+def describe(source: StackSource, options: StackOptions | None = None) -> dict:
+    """A JSON-ready description of a stack and every decision taken about it (``inspect``).
 
-    Pixels are decoded only when the exposure ratios must be estimated from them.
+    Pixels are decoded only when the exposure ratios must be estimated from them, or when
+    ``options.align`` asks for each frame's motion (then under ``"motion"``).
     """
+    options = options or StackOptions(align="none")
+    ratios, transfer = options.ratios, options.transfer
     validate(source)
     plan = plan_exposures(source, ratios)
     notes = list(source.notes)
     if plan is None:
         stack = load_stack(source, ratios, transfer)
-        infos, found, how, notes, camera = stack.infos, stack.ratios, stack.ratio_source, list(stack.notes), stack.camera
+        infos, found, how, notes, camera = (
+            stack.infos,
+            stack.ratios,
+            stack.ratio_source,
+            list(stack.notes),
+            stack.camera,
+        )
         stack_transfer = stack.transfer
     else:
         order, found, how = plan
@@ -454,7 +353,7 @@ def describe(source: StackSource, ratios: Sequence[float] | None = None, transfe
         camera = raw_io.read_camera(infos[0].path) if source.kind == "raw" else None  # one decode: CFA and levels
         stack_transfer = "linear" if source.kind == "raw" else image_io.resolve_transfer(infos[0], transfer)
     first = infos[0]
-    return {
+    row = {
         "name": source.name,
         "kind": source.kind,
         "frames": [
@@ -482,3 +381,56 @@ def describe(source: StackSource, ratios: Sequence[float] | None = None, transfe
         "label": str(source.label) if source.label else None,
         "notes": notes,
     }
+    if options.align != "none":
+        row["motion"] = [m.to_dict() for m in open_stack(source, dataclasses.replace(options, deghost=False)).motion]
+    return row
+
+
+# --- opening a stack: decode, align, deghost ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How a stack is opened (HDRMerge's LoadOptions): exposure ratios (None: from metadata or the
+    pixels), transfer of non-RAW frames, registration mode, and deghosting."""
+
+    ratios: tuple[float, ...] | None = None
+    transfer: image_io.Transfer = "auto"
+    align: align.Mode = "translation"
+    deghost: bool = True
+
+
+def open_stack(source: StackSource, options: StackOptions = StackOptions()) -> Stack:
+    """Decode a stack, register its frames onto the reference and replace ghosts -> the Stack with
+    ``motion`` set. Frames that cannot be registered stay as they are; their reason is in ``motion``."""
+    return register(load_stack(source, options.ratios, options.transfer), options.align, options.deghost)
+
+
+def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = True) -> Stack:
+    """Align a decoded stack's frames onto the reference and replace ghosts, in place -> the stack
+    with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
+    frames, motion = align.align_stack(stack.frames, stack.ratios, mode)
+    if deghost:
+        for m, share in zip(motion, align.deghost(frames, stack.ratios)):
+            m.ghost_share = share
+    return dataclasses.replace(stack, frames=frames, motion=tuple(motion))
+
+
+def prefetch(
+    sources: Iterable[StackSource], open_one: Callable[[StackSource], object]
+) -> Iterator[tuple[StackSource, object, FuseError | None]]:
+    """Yield (source, open_one(source), None), or (source, None, error) when opening failed with a
+    FuseError, opening the next source in a background thread while the caller works on this one."""
+    sources = list(sources)
+    if not sources:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(open_one, sources[0])
+        for i, source in enumerate(sources):
+            try:
+                opened, error = pending.result(), None
+            except FuseError as e:
+                opened, error = None, e
+            if i + 1 < len(sources):
+                pending = pool.submit(open_one, sources[i + 1])
+            yield source, opened, error

@@ -30,6 +30,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fusecli.colour import RGB_TO_XYZ
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import read_radiance, write_label
@@ -39,10 +40,6 @@ from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer
 #: colorchart.dng of ../shared/data/real (tinydng, MIT licence).
 CANON_550D_XYZ_TO_CAM = np.array(
     [[0.6461, -0.1164, -0.0857], [-0.3825, 1.1597, 0.2534], [-0.0416, 0.1540, 0.6039]], dtype=np.float64
-)
-#: Linear Rec.709/sRGB -> XYZ (D65).
-RGB_TO_XYZ = np.array(
-    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]], dtype=np.float64
 )
 
 
@@ -169,14 +166,16 @@ def procedural_scene(height: int, width: int, rng: np.random.Generator) -> np.nd
         scene[box] = rng.uniform(8, 40) * rng.uniform(0.6, 1.0, 3).astype(np.float32)
     sy, sx = rng.uniform(0.05, 0.4) * height, rng.uniform(0.1, 0.9) * width
     r2 = ((y * height - sy) ** 2 + (x * width - sx) ** 2) / (0.02 * min(height, width)) ** 2
-    scene += (rng.uniform(200, 2000) * np.exp(-r2) + rng.uniform(5, 30) * np.exp(-r2 / 60))[..., None] * np.array([1.0, 0.95, 0.85], np.float32)
+    scene += (rng.uniform(200, 2000) * np.exp(-r2) + rng.uniform(5, 30) * np.exp(-r2 / 60))[..., None] * np.array(
+        [1.0, 0.95, 0.85], np.float32
+    )
     return np.maximum(scene, 0).astype(np.float32)
 
 
 # --- rendering a bracket ------------------------------------------------------------------------
 
 
-def _prepare(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _crop_scene(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     h, w = cfg.height, cfg.width
     scale = rng.uniform(*cfg.scale)
     scale = max(scale, h / radiance.shape[0], w / radiance.shape[1])  # the crop must fit
@@ -192,12 +191,17 @@ def _prepare(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -
     return np.ascontiguousarray(crop, dtype=np.float32), {"scale": scale, "crop": [top, left, h, w], "flip_h": flip_h}
 
 
-def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator, source: str = "procedural") -> SynthBracket:
+def render_bracket(
+    radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Generator, source: str = "procedural"
+) -> SynthBracket:
     """Synthesise one bracket from a radiance map (H, W, 3) float32 >= 0 (linear Rec.709)."""
     if radiance.shape[0] < cfg.height or radiance.shape[1] < cfg.width:
         if radiance.shape[0] * 2 < cfg.height or radiance.shape[1] * 2 < cfg.width:
-            raise FuseError(f"{source}: radiance map {radiance.shape[1]}x{radiance.shape[0]} is too small for {cfg.width}x{cfg.height} brackets")
-    crop, params = _prepare(radiance, cfg, rng)
+            raise FuseError(
+                f"{source}: radiance map {radiance.shape[1]}x{radiance.shape[0]} is too small for "
+                f"{cfg.width}x{cfg.height} brackets"
+            )
+    crop, params = _crop_scene(radiance, cfg, rng)
     tint = np.array([1 + rng.uniform(-cfg.tint, cfg.tint), 1.0, 1 + rng.uniform(-cfg.tint, cfg.tint)])
     rgb_to_cam = CANON_550D_XYZ_TO_CAM @ RGB_TO_XYZ @ np.diag(tint)
     neutral = rgb_to_cam @ np.ones(3)  # camera response to a white surface under the tinted light
@@ -232,7 +236,9 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
     for k, r in enumerate(cfg.ratios):
         frame_clean = clean if cams[k] is cams[0] else to_mosaic(cams[k]) * exposure_scale
         signal = np.minimum(frame_clean * r, 4.0)  # beyond 4x full scale the value is clipped anyway
-        noisy = rng.poisson(signal / gain).astype(np.float32) * gain + rng.normal(0.0, read, signal.shape).astype(np.float32)
+        noisy = rng.poisson(signal / gain).astype(np.float32) * gain + rng.normal(0.0, read, signal.shape).astype(
+            np.float32
+        )
         mosaics[k] = np.clip(np.round(noisy * (white - black) + black), 0, white).astype(np.uint16)
 
     label = render_label(pack_bayer(clean, cfa), cfg.ratios, cfg.label_knee, cfg.label_detail_radius)
@@ -248,7 +254,10 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
     base_time = 2.0 ** -int(rng.integers(cfg.base_time[0], cfg.base_time[1] + 1))
     iso = float(rng.choice([100, 200, 400, 800, 1600]))
     start = datetime(2026, 1, 1, 12, 0, 0) + timedelta(seconds=int(rng.integers(0, 86400 * 300)))
-    exposures = [Exposure(time=base_time * r, aperture=8.0, iso=iso, timestamp=start + timedelta(seconds=k)) for k, r in enumerate(cfg.ratios)]
+    exposures = [
+        Exposure(time=base_time * r, aperture=8.0, iso=iso, timestamp=start + timedelta(seconds=k))
+        for k, r in enumerate(cfg.ratios)
+    ]
     params.update(
         source=source,
         cfa=cfa,
@@ -262,7 +271,11 @@ def render_bracket(radiance: np.ndarray, cfg: SynthConfig, rng: np.random.Genera
         tint=tint.tolist(),
         base_time=base_time,
         iso=iso,
-        label={"method": "base/detail, bilateral filter, log highlight curve", "knee": cfg.label_knee, "radius": cfg.label_detail_radius},
+        label={
+            "method": "base/detail, bilateral filter, log highlight curve",
+            "knee": cfg.label_knee,
+            "radius": cfg.label_detail_radius,
+        },
     )
     if motion is not None:
         params["motion"] = motion
@@ -301,7 +314,10 @@ def _handheld(cam: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tu
             scene = cams[k].copy()
             scene[disc] = (level * texture[disc])[:, None] * colour
             cams[k] = scene
-        out["object"] = {"radius": radius / 2, "centres": [[(start[0] + k * step[0]) / 2, (start[1] + k * step[1]) / 2] for k in range(len(cams))]}
+        out["object"] = {
+            "radius": radius / 2,
+            "centres": [[(start[0] + k * step[0]) / 2, (start[1] + k * step[1]) / 2] for k in range(len(cams))],
+        }
     return cams, out
 
 
@@ -338,7 +354,9 @@ def synthesise(
     ``out`` (one folder each); returns the folders written."""
     cfg = cfg or SynthConfig()
     out = Path(out)
-    jobs: list[tuple[str, Path | None]] = [(p.stem, p) for p in map(Path, radiance_paths) for _ in range(stacks_per_map)]
+    jobs: list[tuple[str, Path | None]] = [
+        (p.stem, p) for p in map(Path, radiance_paths) for _ in range(stacks_per_map)
+    ]
     jobs += [("procedural", None)] * procedural
     if not jobs:
         raise FuseError("fusecli synth: give at least one radiance map (.exr/.hdr) or --procedural N")

@@ -22,12 +22,12 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import tomllib
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -102,9 +102,12 @@ class TrainConfig:
         return cls.from_dict(config.read_toml(path), source=str(path))
 
 
-def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
-    """``section.key=value`` overrides (TOML values: 2e-3, true, "text", [1, 2])."""
+def apply_overrides(cfg: TrainConfig, overrides: Sequence[str] = (), values: dict | None = None) -> TrainConfig:
+    """A new configuration with ``values`` ({"optim.lr": 1e-3, ...}, typed values from CLI flags)
+    and ``section.key=value`` overrides (TOML values: 2e-3, true, "text", [1, 2]) applied, checked
+    as a whole before anything uses it."""
     data = cfg.to_dict()
+    items = [(key, value, f"--{key}") for key, value in (values or {}).items()]
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -113,16 +116,36 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw  # a bare word: take it as text
+        items.append((key, value, f"--set {item!r}"))
+    for key, value, label in items:
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
             if not isinstance(node.get(p), dict):
-                raise FuseError(f"--set {item!r}: no configuration section {p!r}")
+                raise FuseError(f"{label}: no configuration section {p!r}")
             node = node[p]
         if leaf not in node:
-            raise FuseError(f"--set {item!r}: unknown setting {key!r}")
+            raise FuseError(f"{label}: unknown setting {key!r}")
         node[leaf] = value
     return TrainConfig.from_dict(data, source="--set")
+
+
+def configure(
+    run: Path | None, resume: Path | None, config_file: Path | None, values: dict, overrides: Sequence[str]
+) -> tuple[TrainConfig, Path]:
+    """The configuration and run folder of ``train``: a new run's (``config_file`` or the defaults)
+    or, with ``resume``, the one saved in that run's checkpoint; then ``values`` and ``overrides``
+    (:func:`apply_overrides`). Everything is checked here, before anything is written."""
+    if resume is not None:
+        if run is not None and run != resume:
+            raise FuseError("--resume RUN continues RUN: do not give another --run-dir")
+        run = resume
+        cfg = TrainConfig.from_dict(load_checkpoint(resume)["config"], source=str(resume / "last.pt"))
+    else:
+        if run is None:
+            raise FuseError("--run-dir DIR is required: the folder for the configuration, log and checkpoints")
+        cfg = TrainConfig.from_toml(config_file) if config_file else TrainConfig()
+    return apply_overrides(cfg, overrides, values), run
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -148,14 +171,17 @@ def _cache_key(paths: Sequence[Path]) -> str:
 
 def load_labelled(folders: Sequence[str], cache: Path | None) -> list[Sample]:
     """Decode every labelled stack of the folders once; later runs memory-map the cached .npy files."""
-    from fusecli.stack import discover, load_stack
+    from fusecli.discover import discover
+    from fusecli.stack import load_stack
 
     if not folders:
         return []
     sources = discover([Path(f) for f in folders])
     labelled = [s for s in sources if s.label is not None]
     if not labelled:
-        raise FuseError(f"{', '.join(folders)}: no stack has a label (label.* beside its frames); training needs labelled stacks")
+        raise FuseError(
+            f"{', '.join(folders)}: no stack has a label (label.* beside its frames); training needs labelled stacks"
+        )
     samples = []
     for source in labelled:
         key = _cache_key([f.path for f in source.frames] + [source.label])
@@ -190,7 +216,12 @@ def synth_samples(radiance: Sequence[str], per_map: int, procedural: int, size: 
         scene = maps[path] if path is not None else procedural_scene(size, size, rng)
         b = render_bracket(scene, cfg, rng, source=path.name if path else "procedural")
         black, white = b.camera.black_level[0], b.camera.white_level
-        frames = np.stack([np.clip((pack_bayer(m, b.camera.cfa).astype(np.float32) - black) / (white - black), 0, 1) for m in b.mosaics])
+        frames = np.stack(
+            [
+                np.clip((pack_bayer(m, b.camera.cfa).astype(np.float32) - black) / (white - black), 0, 1)
+                for m in b.mosaics
+            ]
+        )
         name = f"{path.stem if path else 'procedural'}#{i}"
         samples.append(Sample(name, frames, np.asarray(cfg.ratios, np.float32), b.label))
     return samples
@@ -249,7 +280,7 @@ def _check_uniform(samples: Sequence[Sample], what: str) -> None:
             raise FuseError(f"{s.name}: label {s.label.shape} does not match its frames {s.frames.shape[1:]}")
 
 
-def prepare_data(cfg: TrainConfig, cache: Path | None) -> tuple[list[Sample], list[Sample]]:
+def build_datasets(cfg: TrainConfig, cache: Path | None) -> tuple[list[Sample], list[Sample]]:
     d = cfg.data
     train = load_labelled(d.datasets, cache)
     val = load_labelled(d.val, cache)
@@ -263,9 +294,14 @@ def prepare_data(cfg: TrainConfig, cache: Path | None) -> tuple[list[Sample], li
         if not val and d.synth_val:
             maps = d.val_radiance or d.synth_radiance
             per_map = max(1, d.synth_val // (len(maps) + 1)) if maps else 0
-            val = synth_samples(maps, per_map, max(1, d.synth_val - per_map * len(maps)), d.synth_size, cfg.seed + 10_000)
+            val = synth_samples(
+                maps, per_map, max(1, d.synth_val - per_map * len(maps)), d.synth_size, cfg.seed + 10_000
+            )
     if not train:
-        raise FuseError("nothing to train on: give dataset folders of labelled stacks, or radiance maps / procedural scenes to synthesise")
+        raise FuseError(
+            "nothing to train on: give dataset folders of labelled stacks, or radiance maps / procedural "
+            "scenes to synthesise"
+        )
     _check_uniform(train + val, "training data")
     return train, val
 
@@ -322,6 +358,50 @@ def _dist() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _open_run(cfg: TrainConfig, run: Path, resume: bool, write: bool) -> dict | None:
+    """Check the run folder against the configuration before anything is written there; then
+    (``write``: rank 0) write ``config.json`` -> the checkpoint to resume from, or None."""
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run)
+        saved = TrainConfig.from_dict(ckpt["config"], source=str(run / "last.pt"))
+        if asdict(saved.model) != asdict(cfg.model):
+            raise FuseError(
+                f"{run}: its checkpoint is of another architecture ({asdict(saved.model)}) than the "
+                "configuration asks for"
+            )
+    elif (run / "last.pt").exists():
+        raise FuseError(
+            f"{run}: already holds a training run; resume it with --resume {run} or choose another --run-dir"
+        )
+    if write:
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        except OSError as e:
+            raise FuseError(f"{run}: cannot write the run folder ({e.strerror})") from None
+    return ckpt
+
+
+def _setup(cfg: TrainConfig, world: int, ckpt: dict | None):
+    """The device, model and optimiser of a run (restored from ``ckpt`` when resuming) -> (device,
+    model, optimizer, first step, best validation loss so far)."""
+    device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    model = FuseNet(cfg.model).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if ckpt is None:
+        return device, model, optimizer, 0, math.inf
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return device, model, optimizer, int(ckpt["step"]), float(ckpt["best_val"])
+
+
 def train(
     cfg: TrainConfig,
     run: Path,
@@ -332,52 +412,36 @@ def train(
     """Train (or resume) in the run folder; returns the last validation (or training) figures."""
     run = Path(run)
     rank, world = _dist()
-    if resume:
-        ckpt = load_checkpoint(run)
-        saved = TrainConfig.from_dict(ckpt["config"], source=str(run / "last.pt"))
-        if asdict(saved.model) != asdict(cfg.model):
-            raise FuseError(f"{run}: its checkpoint is of another architecture ({asdict(saved.model)}) than the configuration asks for")
-    else:
-        if (run / "last.pt").exists():
-            raise FuseError(f"{run}: already holds a training run; resume it with --resume {run} or choose another --run-dir")
-        ckpt = None
-    if rank == 0:
-        try:
-            run.mkdir(parents=True, exist_ok=True)
-            (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        except OSError as e:
-            raise FuseError(f"{run}: cannot write the run folder ({e.strerror})") from None
+    ckpt = _open_run(cfg, run, resume, write=rank == 0)
 
-    device = pick_device(cfg.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    torch.manual_seed(cfg.seed)
-    model = FuseNet(cfg.model).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    start, best = 0, math.inf
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start, best = int(ckpt["step"]), float(ckpt["best_val"])
+    device, model, optimizer, start, best = _setup(cfg, world, ckpt)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss_fn = FusionLoss(cfg.loss)
 
-    train_set, val_set = prepare_data(cfg, run / "cache")
+    train_set, val_set = build_datasets(cfg, run / "cache")
     loader = DataLoader(
         CropDataset(train_set, cfg.data.crop, cfg.seed),
         batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, rank, world),
         num_workers=cfg.data.workers,
         pin_memory=device.type == "cuda",
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     log = open(run / "log.jsonl", "a") if rank == 0 else None
 
     def checkpoint(step: int, which: str = "last") -> None:
         if rank == 0:
-            _save(run / f"{which}.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_val": best, "config": cfg.to_dict()})
+            _save(
+                run / f"{which}.pt",
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "best_val": best,
+                    "config": cfg.to_dict(),
+                },
+            )
 
     last_val: dict = {}
     done = start  # steps completed (the optimiser has stepped)
@@ -449,7 +513,13 @@ def export_model(run: Path, path: Path, cfg: TrainConfig | None = None) -> tuple
                 val = record["val"]
     meta = {
         "loss": asdict(cfg.loss),
-        "training": {"data": asdict(cfg.data), "steps": ckpt["step"], "batch_size": cfg.batch_size, "optim": asdict(cfg.optim), "seed": cfg.seed},
+        "training": {
+            "data": asdict(cfg.data),
+            "steps": ckpt["step"],
+            "batch_size": cfg.batch_size,
+            "optim": asdict(cfg.optim),
+            "seed": cfg.seed,
+        },
         "validation": val,
     }
     return save_model(path, model, meta)

@@ -30,11 +30,30 @@ def real():
     return get
 
 
-def camera(cfa: str = "RGGB", black=(512.0, 520.0, 530.0, 540.0), white: float = 4095.0, model: str = "test") -> CameraInfo:
-    return CameraInfo("fusecli", model, cfa, tuple(black), white, (2.0, 1.0, 1.5), (0.6461, -0.1164, -0.0857, -0.3825, 1.1597, 0.2534, -0.0416, 0.154, 0.6039))
+def camera(
+    cfa: str = "RGGB", black=(512.0, 520.0, 530.0, 540.0), white: float = 4095.0, model: str = "test"
+) -> CameraInfo:
+    return CameraInfo(
+        "fusecli",
+        model,
+        cfa,
+        tuple(black),
+        white,
+        (2.0, 1.0, 1.5),
+        (0.6461, -0.1164, -0.0857, -0.3825, 1.1597, 0.2534, -0.0416, 0.154, 0.6039),
+    )
 
 
-def write_bracket_files(folder: Path, scene: np.ndarray, ratios, cam: CameraInfo | None = None, times=None, start=None, names=None, step_s: float = 1.0) -> list[Path]:
+def write_bracket_files(
+    folder: Path,
+    scene: np.ndarray,
+    ratios,
+    cam: CameraInfo | None = None,
+    times=None,
+    start=None,
+    names=None,
+    step_s: float = 1.0,
+) -> list[Path]:
     """Write one DNG per ratio of a linear mosaic ``scene`` (H, W) in full-scale units (clipped at 1).
 
     ``times``: exposure times to write (None leaves the tag out; 0 writes 0 as some cameras do).
@@ -47,11 +66,23 @@ def write_bracket_files(folder: Path, scene: np.ndarray, ratios, cam: CameraInfo
     for value, (dy, dx) in zip(cam.black_level, cfa_offsets(cam.cfa)):
         black[dy::2, dx::2] = value
     for k, r in enumerate(ratios):
-        mosaic = np.clip(np.round(np.minimum(scene * r, 1.0) * (cam.white_level - black) + black), 0, cam.white_level).astype(np.uint16)
+        mosaic = np.clip(
+            np.round(np.minimum(scene * r, 1.0) * (cam.white_level - black) + black), 0, cam.white_level
+        ).astype(np.uint16)
         name = names[k] if names else f"IMG_{k + 1:04d}.dng"
         t = None if times is None else times[k]
         path = folder / name
-        write_dng(path, mosaic, cam, Exposure(time=t, aperture=8.0 if t else None, iso=100 if t else None, timestamp=start + timedelta(seconds=k * step_s)))
+        write_dng(
+            path,
+            mosaic,
+            cam,
+            Exposure(
+                time=t,
+                aperture=8.0 if t else None,
+                iso=100 if t else None,
+                timestamp=start + timedelta(seconds=k * step_s),
+            ),
+        )
         paths.append(path)
     return paths
 

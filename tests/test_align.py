@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from typer.testing import CliRunner
 
-from conftest import ROOT
-from fusecli.align import align_stack, deghost, prepare, warp_frame
+from fusecli.align import align_stack, deghost, warp_frame
 from fusecli.cli import app
-from fusecli.stack import discover, load_stack
+from fusecli.discover import discover
+from fusecli.stack import load_stack, register
 from fusecli.synth import SynthConfig, synthesise
 
 runner = CliRunner()
@@ -134,7 +135,8 @@ def test_fuse_json_and_inspect_report_each_frames_motion(handheld, tmp_path):
         assert {"dx", "dy", "rotation_deg", "correlation", "matrix", "ghost_share"} <= set(res["motion"][1])
     r = runner.invoke(app, ["inspect", str(handheld), "--align", "translation"])
     assert r.exit_code == 0 and "frame 2 aligned: moved" in r.stdout
-    assert runner.invoke(app, ["fuse", str(handheld), "-o", str(tmp_path / "x"), "--align", "affine"]).exit_code == 1
+    bad = runner.invoke(app, ["fuse", str(handheld), "-o", str(tmp_path / "x"), "--align", "affine"])
+    assert bad.exit_code == 2 and "translation" in bad.stderr  # a usage error that lists the choices
 
 
 def test_unalignable_frame_is_a_warning_not_a_failure(tmp_path):
@@ -149,16 +151,34 @@ def test_unalignable_frame_is_a_warning_not_a_failure(tmp_path):
     assert "fused unaligned" in r.stderr and res["warnings"]
 
 
-def test_prepare_with_alignment_off_changes_nothing():
+def test_register_with_alignment_off_changes_nothing():
     stack = load_stack(discover([ROOT / "samples"])[0])
     before = stack.frames.copy()
-    out = prepare(stack, "none", False)
-    assert np.array_equal(out.frames, before) and [m.status for m in out.motion] == ["reference", "unaligned", "unaligned"]
+    out = register(stack, "none", False)
+    assert np.array_equal(out.frames, before) and [m.status for m in out.motion] == [
+        "reference",
+        "unaligned",
+        "unaligned",
+    ]
 
 
 def test_real_handheld_stacks_fuse_with_alignment_and_report_motion(real, tmp_path):
     frobisher, taipei = real("ldr_stack_colour_hdri_frobisher_001"), real("ldr_stack_ssarcandy_taipei")
-    r = runner.invoke(app, ["fuse", str(frobisher), str(taipei), "-o", str(tmp_path), "--format", "jpg", "--align", "homography", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "fuse",
+            str(frobisher),
+            str(taipei),
+            "-o",
+            str(tmp_path),
+            "--format",
+            "jpg",
+            "--align",
+            "homography",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     results = {x["stack"]: x for x in json.loads(r.stdout)["results"]}
     assert all(x["status"] == "fused" for x in results.values())
@@ -166,6 +186,8 @@ def test_real_handheld_stacks_fuse_with_alignment_and_report_motion(real, tmp_pa
     assert len(night) == 10 and night[0]["status"] == "reference"
     # measured: frames 2-5 register (under 0.5 px); the dark frames 6-10 share too few
     # well-exposed pixels with their neighbours and are fused unaligned, each with a warning
-    assert [m["status"] for m in night[1:5]] == ["aligned"] * 4 and all(abs(m["dx"]) < 1 and abs(m["dy"]) < 1 for m in night[1:5])
+    assert [m["status"] for m in night[1:5]] == ["aligned"] * 4 and all(
+        abs(m["dx"]) < 1 and abs(m["dy"]) < 1 for m in night[1:5]
+    )
     assert all(m["status"] == "unaligned" and m["reason"] for m in night[5:])
     assert r.stderr.count("fused unaligned") == 5

@@ -4,9 +4,9 @@ import json
 import subprocess
 import sys
 
+from conftest import ROOT, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
-from conftest import ROOT, smooth_scene, write_bracket_files
 from fusecli import __version__
 from fusecli.cli import app
 
@@ -30,7 +30,16 @@ def test_inspect_samples_json():
 def test_inspect_table_names_every_stack_and_decision(real):
     result = runner.invoke(app, ["inspect", str(SAMPLES), str(real("ldr_stack_ssarcandy_taipei"))])
     assert result.exit_code == 0
-    for text in ("cannon_001", "procedural_001", "frame_3.dng", "0.0625", "exif", "sidecar", "1/16", "one stack: the folder has an exposure list"):
+    for text in (
+        "cannon_001",
+        "procedural_001",
+        "frame_3.dng",
+        "0.0625",
+        "exif",
+        "sidecar",
+        "1/16",
+        "one stack: the folder has an exposure list",
+    ):
         assert text in result.stdout
 
 
@@ -69,7 +78,9 @@ def test_version():
 
 
 def test_synth_command_writes_readable_stacks(tmp_path):
-    result = runner.invoke(app, ["synth", "--procedural", "2", "--size", "64x48", "--cfa", "BGGR", "-o", str(tmp_path), "--seed", "3"])
+    result = runner.invoke(
+        app, ["synth", "--procedural", "2", "--size", "64x48", "--cfa", "BGGR", "-o", str(tmp_path), "--seed", "3"]
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "procedural_001"), str(tmp_path / "procedural_002")]
     listed = json.loads(runner.invoke(app, ["inspect", str(tmp_path), "--json"]).stdout)
@@ -81,6 +92,11 @@ def test_synth_command_writes_readable_stacks(tmp_path):
 
 
 def test_installed_command_runs_as_a_subprocess():
-    proc = subprocess.run([sys.executable, "-m", "fusecli", "inspect", str(SAMPLES), "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fusecli", "inspect", str(SAMPLES), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["stacks"]) == 3

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 
 from fusecli.baselines import best_exposed
 from fusecli.cli import app
+from fusecli.discover import discover
 from fusecli.evaluate import METRICS, mef_levels
 from fusecli.fuse import fuse_stack
 from fusecli.io.image import write_label
 from fusecli.losses import LossConfig, black_reg, grad_sign, gradient_l1, high_smooth, l1, luma_grad
 from fusecli.metrics import PSNR_CAP_DB, mef_ssim, psnr, ssim
 from fusecli.model import load_model
-from fusecli.stack import discover, load_stack
+from fusecli.stack import load_stack
 from fusecli.synth import SynthConfig, synthesise
 
 runner = CliRunner()
@@ -56,13 +57,24 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     y, label = torch.from_numpy(fused)[None], torch.from_numpy(stack.read_label())[None]
     frames, w = torch.from_numpy(stack.frames)[None], torch.from_numpy(weights)[None]
     expected = {
-        "l1": l1(y, label), "gradient_l1": gradient_l1(y, label), "grad_sign": grad_sign(y, label),
-        "high_smooth": high_smooth(y, label, cfg.h_th), "luma_grad": luma_grad(y, frames[:, 0]),
+        "l1": l1(y, label),
+        "gradient_l1": gradient_l1(y, label),
+        "grad_sign": grad_sign(y, label),
+        "high_smooth": high_smooth(y, label, cfg.h_th),
+        "luma_grad": luma_grad(y, frames[:, 0]),
         "black_reg": black_reg(w, frames, label, cfg.black_threshold, cfg.black_kernel),
-        "psnr": psnr(y, label), "ssim": ssim(y, label), "mef_ssim": mef_ssim(frames, y, levels=3),
+        "psnr": psnr(y, label),
+        "ssim": ssim(y, label),
+        "mef_ssim": mef_ssim(frames, y, levels=3),
     }
     expected = {k: float(v) for k, v in expected.items()}
-    expected["total"] = expected["l1"] + expected["gradient_l1"] + cfg.gamma * expected["grad_sign"] + cfg.eta * expected["high_smooth"] + cfg.lambda_luma * expected["luma_grad"]
+    expected["total"] = (
+        expected["l1"]
+        + expected["gradient_l1"]
+        + cfg.gamma * expected["grad_sign"]
+        + cfg.eta * expected["high_smooth"]
+        + cfg.lambda_luma * expected["luma_grad"]
+    )
     row = next(x for x in out["rows"] if x["stack"] == source.name and x["method"] == "model")
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
@@ -102,7 +114,9 @@ def test_pred_scores_fusecli_fuse_outputs_like_the_model(dataset, tmp_path):
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
     for name in {x["stack"] for x in rows}:
-        model, pred = (next(x for x in rows if x["stack"] == name and x["method"] == m) for m in ("model", "fusecli-dng"))
+        model, pred = (
+            next(x for x in rows if x["stack"] == name and x["method"] == m) for m in ("model", "fusecli-dng")
+        )
         assert pred["psnr"] == pytest.approx(model["psnr"], abs=0.05)  # 16-bit DNG quantisation only
         assert pred["black_reg"] is None
 
@@ -174,7 +188,8 @@ def test_bad_label_missing_pred_and_unlabelled_stack_are_reported_per_stack(data
 
 
 def test_usage_errors(dataset, tmp_path):
-    assert _eval(dataset, "--method", "enfuse").exit_code == 1
+    bad = _eval(dataset, "--method", "enfuse")
+    assert bad.exit_code == 2 and "mertens" in bad.stderr  # a usage error that lists the choices
     assert _eval(dataset, "--json", "--csv").exit_code == 1
     r = _eval(dataset, "--pred", tmp_path / "absent")
     assert r.exit_code == 1 and "not a folder" in r.stderr
@@ -183,7 +198,11 @@ def test_usage_errors(dataset, tmp_path):
 def test_table_for_people(dataset):
     r = _eval(dataset, "--method", "model,uniform", "--per-stack")
     assert r.exit_code == 0
-    means = {a["method"]: a for a in json.loads(_eval(dataset, "--method", "model,uniform", "--json").stdout)["aggregate"] if a["stat"] == "mean"}
+    means = {
+        a["method"]: a
+        for a in json.loads(_eval(dataset, "--method", "model,uniform", "--json").stdout)["aggregate"]
+        if a["stat"] == "mean"
+    }
     assert "2 stacks, 2 labelled: mean (median)" in r.stdout and "psnr ↑" in r.stdout
     assert f"{means['model']['psnr']:.2f}" in r.stdout and f"{means['uniform']['ssim']:.4f}" in r.stdout
     assert "total = l1 + gradient_l1 + 40*grad_sign" in r.stdout

@@ -14,14 +14,15 @@ import pytest
 import rawpy
 import tifffile
 import torch
+from conftest import ROOT, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
-from conftest import ROOT, smooth_scene, write_bracket_files
 from fusecli.cli import app
+from fusecli.discover import discover
 from fusecli.fuse import fuse_stack
 from fusecli.io.raw import read_camera, read_raw
 from fusecli.model import load_model
-from fusecli.stack import discover, load_stack
+from fusecli.stack import load_stack
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
@@ -97,7 +98,22 @@ def test_a_killed_run_leaves_no_partial_output(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = tmp_path / "out"
     for delay in (1.0, 1.6, 2.2):
-        proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff", "--overwrite", "--quiet"], env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fusecli",
+                "fuse",
+                str(SAMPLES),
+                "-o",
+                str(out),
+                "--format",
+                "dng,tiff",
+                "--overwrite",
+                "--quiet",
+            ],
+            env=env,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -105,7 +121,13 @@ def test_a_killed_run_leaves_no_partial_output(tmp_path):
             assert read_raw(dng)[0].shape == (4, 192, 256)
         for tif in out.glob("*_fused.tif"):
             assert tifffile.imread(tif).shape == (384, 512, 3)
-    done = subprocess.run([sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fusecli", "fuse", str(SAMPLES), "-o", str(out), "--format", "dng,tiff", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert not list(out.glob(".*.part"))  # a later run clears what a killed one left
 
@@ -125,7 +147,7 @@ def test_bad_options(tmp_path):
         r = _fuse(SAMPLES, "-o", tmp_path, "--device", "cuda")
         assert r.exit_code == 1 and "no CUDA device is available" in r.stderr
     r = _fuse(SAMPLES, "-o", tmp_path, "--format", "webp")
-    assert r.exit_code == 1 and "expected a comma-separated list" in r.stderr
+    assert r.exit_code == 2 and "expected a comma-separated list of dng, tiff, jpg, png" in r.stderr
     (tmp_path / "afile").write_text("x")
     r = _fuse(SAMPLES, "-o", tmp_path / "afile" / "out")
     assert r.exit_code == 1 and "cannot create the output folder" in r.stderr
@@ -164,7 +186,7 @@ def test_real_8bit_stack_fuses_sensibly(real, tmp_path):
     fused = tifffile.imread(tmp_path / "ldr_stack_colour_hdri_frobisher_001_fused.tif").astype(np.float32) / 65535
     assert fused.shape == (426, 640, 3)
     encoded = lambda x: np.moveaxis(x, 0, -1)  # noqa: E731  frames are linear; the TIFF is sRGB like the input
-    from fusecli.io.image import linear_to_srgb
+    from fusecli.colour import linear_to_srgb
 
     ref, darkest = linear_to_srgb(encoded(stack.frames[0])), linear_to_srgb(encoded(stack.frames[-1]))
     highlights = ref.max(axis=-1) >= 0.99
@@ -195,7 +217,23 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
     for i in range(4):
         for stack in ("cannon_001", "cannon_002", "procedural_001"):
             shutil.copytree(SAMPLES / stack, tmp_path / "in" / f"{stack}_{i}")
-    proc = subprocess.Popen([sys.executable, "-m", "fusecli", "fuse", str(tmp_path / "in"), "-o", str(out), "--format", "dng,tiff,jpg,png", "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fusecli",
+            "fuse",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--format",
+            "dng,tiff,jpg,png",
+            "--quiet",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.01)
@@ -211,7 +249,8 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
 
 def test_develop_renders_clipped_highlights_white_not_magenta():
     from conftest import camera
-    from fusecli.fuse import develop
+
+    from fusecli.outputs import develop
 
     cam = camera()  # white balance R x2, B x1.5: gains that turn a clipped (1, 1, 1) magenta
     rgb = develop(np.array([[[1.0, 1.0, 1.0], [0.25, 0.5, 1 / 3]]], np.float32), cam)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from fusecli.colour import linear_to_srgb, srgb_to_linear
+from fusecli.discover import discover
 from fusecli.errors import FuseError
-from fusecli.io.image import linear_to_srgb, probe, probe_picture, read_frame, read_label, srgb_to_linear, write_label
-from fusecli.stack import discover, load_stack, parse_sidecar
+from fusecli.io.image import probe, probe_picture, read_frame, read_label, write_label
+from fusecli.stack import load_stack, parse_sidecar
 
 
 def test_frobisher_real_jpegs_read_in_exposure_order_with_exif_ratios(real):
@@ -155,11 +157,12 @@ def test_absurd_dimensions_are_refused_before_decoding(tmp_path):
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     (tmp_path / "huge.png").write_bytes(png)
     with pytest.raises(FuseError, match=r"huge\.png: absurd dimensions"):
         probe_picture(tmp_path / "huge.png")
-
 
 
 def test_frames_over_the_size_limit_are_refused_from_the_header(tmp_path, monkeypatch):

@@ -206,7 +206,7 @@ def test_gradcheck_float64():
     y = torch.rand(1, 2, 9, 10, dtype=torch.float64, generator=g, requires_grad=True)
     label = torch.rand(1, 2, 9, 10, dtype=torch.float64, generator=g)
     for fn in (l1, gradient_l1, grad_sign, lambda a, b: high_smooth(a, b, 0.6), luma_grad):
-        assert torch.autograd.gradcheck(lambda a: fn(a, label), (y,))
+        assert torch.autograd.gradcheck(lambda a, fn=fn: fn(a, label), (y,))
     frames = torch.rand(1, 3, 2, 9, 10, dtype=torch.float64, generator=g) * 0.5
     logits = torch.randn(1, 3, 2, 9, 10, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: black_reg(torch.softmax(z, 1), frames, label), (logits,))
@@ -254,7 +254,12 @@ def test_fusion_loss_is_the_weighted_sum_of_its_terms():
     cfg = LossConfig(gamma=3.0, eta=2.0, h_th=0.3, lambda_luma=5.0, lambda_black=0.5)
     total, t = FusionLoss(cfg)(y, label, frames, weights)
     expected = (
-        t["l1"] + t["gradient_l1"] + 3.0 * t["grad_sign"] + 2.0 * t["high_smooth"] + 5.0 * t["luma_grad"] + 0.5 * t["black_reg"]
+        t["l1"]
+        + t["gradient_l1"]
+        + 3.0 * t["grad_sign"]
+        + 2.0 * t["high_smooth"]
+        + 5.0 * t["luma_grad"]
+        + 0.5 * t["black_reg"]
     )
     assert total.item() == pytest.approx(expected.item())
     # the combined loss shares work between terms: each must still equal its own function

@@ -86,7 +86,9 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     loaded, sidecar = load_model(tmp_path / "m.safetensors")
     frames, ratios = _stack(1, 3, 4)
     assert torch.equal(loaded(frames, ratios)[0], model(frames, ratios)[0])
-    assert sidecar["architecture"]["width"] == 8 and sidecar["supports"]["channels"] == "any" and sidecar["note"] == "test"
+    assert (
+        sidecar["architecture"]["width"] == 8 and sidecar["supports"]["channels"] == "any" and sidecar["note"] == "test"
+    )
     assert weights_path.read_bytes()[8:9] == b"{"  # safetensors: a length, then a JSON header
 
 
@@ -121,4 +123,3 @@ def test_the_bundled_default_model():
     for c in (4, 3):
         fused, weights = model(*_stack(1, 3, c))
         assert torch.isfinite(fused).all() and torch.allclose(weights.sum(1), torch.ones_like(weights[:, 0]), atol=1e-5)
-

@@ -1,16 +1,16 @@
 """RAW reading: DNG round trips for every CFA phase, the real Canon DNG, bad RAW files."""
 
-
 import numpy as np
 import pytest
 import rawpy
 import tifffile
-
 from conftest import camera, smooth_scene, write_bracket_files
+
+from fusecli.discover import discover
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.raw import cfa_offsets, pack_bayer, probe_raw, read_camera, read_raw, unpack_bayer
-from fusecli.stack import discover, load_stack
+from fusecli.stack import load_stack
 
 
 @pytest.mark.parametrize("cfa", ["RGGB", "BGGR", "GRBG", "GBRG"])

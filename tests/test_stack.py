@@ -5,10 +5,11 @@ from datetime import datetime, timedelta
 import cv2
 import numpy as np
 import pytest
-
 from conftest import camera, smooth_scene, write_bracket_files
+
+from fusecli.discover import discover
 from fusecli.errors import FuseError
-from fusecli.stack import discover, estimate_ratios, load_stack
+from fusecli.stack import estimate_ratios, load_stack
 
 AEB = [1 / 64, 1 / 256, 1 / 16]  # a camera's AEB order: 0, -2, +2 EV
 
@@ -20,7 +21,15 @@ def _card_dump(folder, brackets=3, times=True, stamps=True):
     for b in range(brackets):
         names = [f"IMG_{n + k:04d}.dng" for k in range(3)]
         start = datetime(2026, 5, 1, 10, 0, 0) + timedelta(seconds=30 * b if stamps else 0)
-        write_bracket_files(folder, scene, [t * 16 for t in AEB], times=AEB if times else None, start=start, names=names, step_s=1.0 if stamps else 0.0)
+        write_bracket_files(
+            folder,
+            scene,
+            [t * 16 for t in AEB],
+            times=AEB if times else None,
+            start=start,
+            names=names,
+            step_s=1.0 if stamps else 0.0,
+        )
         n += 3
 
 
@@ -100,7 +109,9 @@ def test_explicit_files_and_user_ratios(tmp_path):
 def test_estimate_ratios_on_noisy_synthetic_frames():
     rng = np.random.default_rng(0)
     scene = rng.uniform(0.01, 8.0, (4, 64, 64))
-    frames = np.stack([np.clip(scene * r + rng.normal(0, 0.002, scene.shape), 0, 1) for r in (1, 1 / 8, 1 / 64)]).astype(np.float32)
+    frames = np.stack(
+        [np.clip(scene * r + rng.normal(0, 0.002, scene.shape), 0, 1) for r in (1, 1 / 8, 1 / 64)]
+    ).astype(np.float32)
     assert estimate_ratios(frames) == pytest.approx([1, 1 / 8, 1 / 64], rel=0.03)
     with pytest.raises(ValueError, match="well exposed in both"):
         estimate_ratios(np.zeros((2, 1, 8, 8), np.float32))
@@ -144,7 +155,9 @@ def test_frames_of_different_sizes(tmp_path):
 
 def test_frames_of_different_cameras(tmp_path):
     write_bracket_files(tmp_path, smooth_scene(), [1], times=[1 / 8])
-    write_bracket_files(tmp_path, smooth_scene(), [0.25], cam=camera(model="other"), times=[1 / 32], names=["IMG_0002.dng"])
+    write_bracket_files(
+        tmp_path, smooth_scene(), [0.25], cam=camera(model="other"), times=[1 / 32], names=["IMG_0002.dng"]
+    )
     (tmp_path / "exposures.txt").write_text("IMG_0001.dng 1/8\nIMG_0002.dng 1/32\n")
     with pytest.raises(FuseError, match=r"IMG_0002\.dng: camera fusecli other differs"):
         load_stack(discover([tmp_path])[0])

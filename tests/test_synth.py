@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from fusecli.discover import discover
 from fusecli.errors import FuseError
 from fusecli.io.raw import pack_bayer
-from fusecli.stack import discover, load_stack
+from fusecli.stack import load_stack
 from fusecli.synth import SynthConfig, _highlight_curve, render_label, synthesise, write_bracket
 
 RATIOS = (1.0, 0.25, 0.0625)

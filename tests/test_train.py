@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
-from conftest import ROOT, smooth_scene, write_bracket_files
 from fusecli.cli import app
 from fusecli.losses import FusionLoss
 from fusecli.model import FuseNet, load_model
@@ -20,7 +20,22 @@ from fusecli.train import CropDataset, StepBatches, TrainConfig, apply_overrides
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
-TINY = ["--steps", "12", "--batch-size", "2", "--set", "data.crop=32", "--set", "model.width=8", "--set", "model.depth=2", "--set", "val_every=1000", "--set", "ckpt_every=1"]
+TINY = [
+    "--steps",
+    "12",
+    "--batch-size",
+    "2",
+    "--set",
+    "data.crop=32",
+    "--set",
+    "model.width=8",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "val_every=1000",
+    "--set",
+    "ckpt_every=1",
+]
 
 
 def _tiny_config(**kw) -> TrainConfig:
@@ -56,7 +71,17 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
     assert after < 0.8 * before
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 41))
-    assert set(records[0]) >= {"total", "l1", "gradient_l1", "grad_sign", "high_smooth", "luma_grad", "black_reg", "lr", "samples_per_s"}
+    assert set(records[0]) >= {
+        "total",
+        "l1",
+        "gradient_l1",
+        "grad_sign",
+        "high_smooth",
+        "luma_grad",
+        "black_reg",
+        "lr",
+        "samples_per_s",
+    }
     assert "psnr" in records[-1]["val"]  # validation on the held-out stack at the last step
 
 
@@ -75,9 +100,13 @@ def _weights(run):
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     cmd = [sys.executable, "-m", "fusecli", "train", str(SAMPLES), *TINY]
-    full = subprocess.run(cmd + ["--run-dir", str(tmp_path / "full")], env=_env(), capture_output=True, text=True, timeout=300)
+    full = subprocess.run(
+        cmd + ["--run-dir", str(tmp_path / "full")], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert full.returncode == 0, full.stderr
-    proc = subprocess.Popen(cmd + ["--run-dir", str(tmp_path / "killed")], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + ["--run-dir", str(tmp_path / "killed")], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = tmp_path / "killed" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
@@ -86,14 +115,31 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.wait()
     step = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["step"]
     assert 5 <= step < 12, "the kill should land mid-run"
-    resumed = subprocess.run([sys.executable, "-m", "fusecli", "train", "--resume", str(tmp_path / "killed")], env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fusecli", "train", "--resume", str(tmp_path / "killed")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    cmd = [sys.executable, "-m", "fusecli", "train", str(SAMPLES), *TINY[:1], "400", *TINY[2:], "--run-dir", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fusecli",
+        "train",
+        str(SAMPLES),
+        *TINY[:1],
+        "400",
+        *TINY[2:],
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "r" / "log.jsonl"
     deadline = time.time() + 120
@@ -108,15 +154,56 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_samples(tmp_path):
     # lambda_black = 0: black_reg is a ratio of batch sums, the one term that does not split evenly
-    common = [str(SAMPLES), "--steps", "4", "--set", "data.crop=32", "--set", "model.width=8", "--set", "model.depth=2", "--set", "val_every=1000", "--set", "loss.lambda_black=0.0", "--set", "data.val_fraction=0.0"]
+    common = [
+        str(SAMPLES),
+        "--steps",
+        "4",
+        "--set",
+        "data.crop=32",
+        "--set",
+        "model.width=8",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "val_every=1000",
+        "--set",
+        "loss.lambda_black=0.0",
+        "--set",
+        "data.val_fraction=0.0",
+    ]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fusecli", "train", *common, "--batch-size", "2", "--run-dir", str(tmp_path / "ddp")],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "fusecli",
+            "train",
+            *common,
+            "--batch-size",
+            "2",
+            "--run-dir",
+            str(tmp_path / "ddp"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    single = subprocess.run([sys.executable, "-m", "fusecli", "train", *common, "--batch-size", "4", "--run-dir", str(tmp_path / "one")], env=_env(), capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "fusecli", "train", *common, "--batch-size", "4", "--run-dir", str(tmp_path / "one")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("ddp", "one")]
+    logs = [
+        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()] for run in ("ddp", "one")
+    ]
     assert len(logs[0]) == 4  # rank 0 alone logs, the mean over both ranks' shares
     # same initial weights, same samples split over the ranks: the first step's loss is the same
     assert logs[0][0]["total"] == pytest.approx(logs[1][0]["total"], rel=1e-6)

@@ -38,7 +38,9 @@ def _rational(value: float, limit: int = 1_000_000) -> tuple[int, int]:
     return f.numerator, f.denominator
 
 
-def write_dng(path: Path, mosaic: np.ndarray, camera: CameraInfo, exposure: Exposure = Exposure(), software: str = "fusecli") -> None:
+def write_dng(
+    path: Path, mosaic: np.ndarray, camera: CameraInfo, exposure: Exposure = Exposure(), software: str = "fusecli"
+) -> None:
     """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included)."""
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
         raise ValueError(f"expected an even-sized (H, W) uint16 mosaic, got {mosaic.shape} {mosaic.dtype}")

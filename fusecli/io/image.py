@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from fusecli.colour import srgb_to_linear
 from fusecli.errors import FuseError
 from fusecli.io.common import (
     MAX_PIXELS,
@@ -38,18 +39,6 @@ Transfer = Literal["auto", "srgb", "linear"]
 _EXIF_IFD = 0x8769
 _EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL = 33434, 33437, 34855, 36867
 _MAKE, _MODEL, _DATETIME = 271, 272, 306
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """Inverse sRGB transfer (IEC 61966-2-1). x: any shape, in [0, 1] -> same shape, linear [0, 1]."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """sRGB transfer. x: any shape, linear [0, 1] -> same shape, sRGB-encoded [0, 1]."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -80,7 +69,10 @@ def probe_picture(path: Path) -> FrameInfo:
                 mode = im.mode
                 exif = im.getexif()
     except Image.DecompressionBombError as e:
-        raise FuseError(f"{path}: absurd dimensions ({e.args[0].split(' exceeds')[0]}); fusecli reads frames up to {MAX_PIXELS // 1_000_000} MP") from None
+        raise FuseError(
+            f"{path}: absurd dimensions ({e.args[0].split(' exceeds')[0]}); fusecli reads frames up to "
+            f"{MAX_PIXELS // 1_000_000} MP"
+        ) from None
     except UnidentifiedImageError:
         raise FuseError(f"{path}: not an image (no PNG or JPEG decoder recognises it)") from None
     except OSError as e:
@@ -127,9 +119,15 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
                 c, h, w = _page_axes(page)
                 check_dimensions(path, w, h, c)
                 if page.dtype is None or page.dtype.kind not in "uf" or page.dtype.itemsize > 8:
-                    raise FuseError(f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer and float TIFF)")
+                    raise FuseError(
+                        f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer "
+                        "and float TIFF)"
+                    )
                 if page.dtype.kind == "u" and page.dtype.itemsize > 2:
-                    raise FuseError(f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer and float TIFF)")
+                    raise FuseError(
+                        f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer "
+                        "and float TIFF)"
+                    )
                 tags = {t.name: t.value for t in page.tags.values()}
                 exif = tags.get("ExifTag") or {}
                 make, model = str(tags.get("Make", "") or "").strip(), str(tags.get("Model", "") or "").strip()
@@ -214,7 +212,9 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
     if chw.shape[0] in (2, 4):  # grey + alpha, RGB + alpha: the alpha channel is not image data
         chw = chw[: chw.shape[0] - 1]
     if chw.shape[1:] != (info.height, info.width):
-        raise FuseError(f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}")
+        raise FuseError(
+            f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}"
+        )
     return np.ascontiguousarray(_normalise(path, chw, srgb))
 
 

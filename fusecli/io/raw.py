@@ -99,11 +99,16 @@ def _msg(e: Exception) -> str:
 
 def _cfa(raw: rawpy.RawPy, path: Path) -> str:
     if raw.raw_type != rawpy.RawType.Flat:
-        raise FuseError(f"{path}: not a Bayer sensor (LibRaw raw type {raw.raw_type.name}: Foveon or linear DNG); fusecli reads Bayer RAW only")
+        raise FuseError(
+            f"{path}: not a Bayer sensor (LibRaw raw type {raw.raw_type.name}: Foveon or linear DNG); fusecli "
+            "reads Bayer RAW only"
+        )
     pattern = raw.raw_pattern
     if pattern is None or pattern.shape != (2, 2):
         shape = "none" if pattern is None else f"{pattern.shape[0]}x{pattern.shape[1]}"
-        raise FuseError(f"{path}: not a Bayer sensor (colour filter pattern {shape}, e.g. X-Trans); fusecli reads Bayer RAW only")
+        raise FuseError(
+            f"{path}: not a Bayer sensor (colour filter pattern {shape}, e.g. X-Trans); fusecli reads Bayer RAW only"
+        )
     desc = raw.color_desc.decode(errors="replace")
     top, left = raw.sizes.top_margin, raw.sizes.left_margin
     cfa = "".join(desc[raw.raw_color(top + dy, left + dx)] for dy in (0, 1) for dx in (0, 1))
@@ -132,7 +137,10 @@ def _tiff_metadata(path: Path) -> dict:
     if isinstance(out["iso"], (tuple, list)):
         out["iso"] = out["iso"][0] if out["iso"] else None
     # DNG colour: prefer the matrix calibrated for D65 (illuminant 21), else ColorMatrix2, else 1.
-    matrices = [(tags.get("CalibrationIlluminant1"), tags.get("ColorMatrix1")), (tags.get("CalibrationIlluminant2"), tags.get("ColorMatrix2"))]
+    matrices = [
+        (tags.get("CalibrationIlluminant1"), tags.get("ColorMatrix1")),
+        (tags.get("CalibrationIlluminant2"), tags.get("ColorMatrix2")),
+    ]
     matrices = [(ill, m) for ill, m in matrices if m is not None and len(m) == 18]
     if matrices:
         ill, m = next(((i, m) for i, m in matrices if i == 21), matrices[-1])
@@ -143,7 +151,25 @@ def _tiff_metadata(path: Path) -> dict:
     return out
 
 
-_TIFF_BASED = {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".pef", ".erf", ".tif", ".tiff", ".3fr", ".dcr", ".kdc", ".mos", ".iiq", ".rwl"}
+_TIFF_BASED = {
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".nrw",
+    ".arw",
+    ".srf",
+    ".sr2",
+    ".pef",
+    ".erf",
+    ".tif",
+    ".tiff",
+    ".3fr",
+    ".dcr",
+    ".kdc",
+    ".mos",
+    ".iiq",
+    ".rwl",
+}
 
 
 def _frame_info(raw: rawpy.RawPy, path: Path, meta: dict) -> FrameInfo:

@@ -1,0 +1,201 @@
+"""What the commands print for people and pipelines: tables, summaries, JSON/CSV and progress bars.
+
+Everything here takes plain results (dicts, :class:`fusecli.fuse.Result`) and prints them; nothing
+here computes a result. Tables go to stdout, progress and per-stack problems to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str, quiet: bool = False, info: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr (only on a terminal, and not when ``quiet``) -> ``advance(n=1,
+    completed=None, info="")``: move it on by ``n`` (or to ``completed``) and show ``info``."""
+    columns = [TextColumn("{task.completed}/{task.total} " + label), BarColumn()]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    columns.append(TimeRemainingColumn())
+    err = Console(stderr=True)
+    with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task(label, total=total, info="")
+
+        def advance(n: int = 1, completed: int | None = None, info: str = "") -> None:
+            if completed is not None:
+                bar.update(task, completed=completed, info=info)
+            else:
+                bar.update(task, advance=n, info=info)
+
+        yield advance
+
+
+def seconds_text(t: float | None) -> str:
+    """An exposure time as photographers write it: 1/250, 0.3, 2."""
+    if t is None:
+        return "?"
+    if t < 1 and abs(1 / t - round(1 / t)) < 0.01 * (1 / t):
+        return f"1/{round(1 / t)}"
+    return f"{t:g}"
+
+
+def motion_text(m: dict) -> str:
+    """One frame's motion for people: 'aligned: moved 1.23, -0.40 px, turned 0.10 deg'."""
+    if m["status"] == "unaligned":
+        return f"unaligned: {m['reason']}"
+    return (
+        f"{m['status']}: moved {m['dx']:.2f}, {m['dy']:.2f} px, turned {m['rotation_deg']:.2f} deg "
+        f"(ECC {m['correlation']:.3f})"
+    )
+
+
+def print_stack_table(rows: list[dict]) -> None:
+    """``inspect``'s table: a section per stack, a row per frame, then notes, motion and errors."""
+    table = Table(title=f"{len(rows)} stack(s)")
+    for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("frame", "exposure s", "ratio", "from"))
+    for r in rows:
+        if "error" in r:
+            table.add_row(escape(r["name"]), "", "", "", "[red]failed[/red]", "", "", "", end_section=True)
+            continue
+        for j, f in enumerate(r["frames"]):
+            first = j == 0
+            page = f"[{f['page']}]" if f["page"] is not None else ""
+            table.add_row(
+                escape(r["name"]) if first else "",
+                escape(Path(f["path"]).name + page),
+                seconds_text(f["exposure_time"]),
+                f"{f['ratio']:.4g}",
+                r["ratio_source"] if first else "",
+                f"{r['width']}x{r['height']}x{r['channels']}" if first else "",
+                (r["cfa"] or "-") if first else "",
+                ("yes" if r["label"] else "no") if first else "",
+                end_section=j == len(r["frames"]) - 1,
+            )
+    console = Console()
+    console.print(table)
+    for r in rows:
+        for note in r.get("notes", []):
+            console.print(f"{escape(r['name'])}: {escape(note)}")
+        for m in r.get("motion", [])[1:]:
+            console.print(escape(f"{r['name']}: frame {m['frame'] + 1} {motion_text(m)}"), highlight=False)
+        if "error" in r:
+            console.print(f"[red]{escape(r['name'])}: {escape(r['error'])}[/red]")
+
+
+def print_fuse_summary(results) -> None:
+    """``fuse``'s summary table: a row per stack with its status, outputs or reason, and seconds."""
+    counts = {s: sum(r.status == s for r in results) for s in ("fused", "skipped", "failed")}
+    table = Table(title=f"{counts['fused']} fused, {counts['skipped']} skipped, {counts['failed']} failed")
+    for col in ("stack", "status", "outputs / reason", "s"):
+        table.add_column(col, overflow="fold")
+    colour = {"fused": "green", "skipped": "yellow", "failed": "red", "planned": "cyan"}
+    for r in results:
+        detail = r.reason if r.status in ("failed", "skipped") else "\n".join(Path(o).name for o in r.outputs)
+        moved = [m for m in r.motion[1:] if m["status"] == "aligned"]
+        if moved:
+            detail += "\naligned: " + ", ".join(f"#{m['frame'] + 1} {m['dx']:+.1f},{m['dy']:+.1f} px" for m in moved)
+        seconds = f"{r.seconds:.2f}" if r.seconds else ""
+        table.add_row(escape(r.stack), f"[{colour[r.status]}]{r.status}[/]", escape(detail or ""), seconds)
+    Console().print(table)
+
+
+def eval_json(model, loss_config, formula: str, methods, rows, aggregates, checks, failed: int) -> dict:
+    """``eval --json``'s document."""
+    return {
+        "model": str(model) if model else "bundled default",
+        "loss": loss_config.to_dict(),
+        "total": formula,
+        "methods": list(methods),
+        "rows": rows,
+        "aggregate": aggregates,
+        "thresholds": checks,
+        "failed": failed,
+    }
+
+
+def eval_csv(rows: list[dict], aggregates: list[dict], metrics: Sequence[str]) -> str:
+    """``eval --csv``: a row per stack and method, then the aggregates (kind = mean/median)."""
+    buffer = io.StringIO()
+    fields = ["kind", "stack", "method", "status", "labelled", "reason", *metrics, "seconds", "stacks"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({"kind": "stack", **r})
+    for a in aggregates:
+        values = {k: v for k, v in a.items() if k != "stat"}
+        writer.writerow({"kind": a["stat"], "stack": "", "status": "", "reason": "", **values})
+    return buffer.getvalue()
+
+
+def _cell(value, best) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 10:
+        text = f"{value:.2f}"
+    elif 0 < abs(value) < 1e-3:
+        text = f"{value:.2e}"
+    else:
+        text = f"{value:.4f}"
+    return f"[bold green]{text}[/]" if best is not None and value == best else text
+
+
+def _best(group: list[dict], metric: str, higher_is_better: frozenset):
+    values = [g[metric] for g in group if g[metric] is not None]
+    if len(values) < 2:
+        return None
+    return max(values) if metric in higher_is_better else min(values)
+
+
+def print_eval_tables(rows, aggregates, metrics, higher_is_better, formula: str, checks, per_stack: bool) -> None:
+    """``eval``'s tables: per stack (optional), then mean (median) per metric and method."""
+    console = Console()
+    metrics = [m for m in metrics if any(a[m] is not None for a in aggregates)]
+    if per_stack:
+        short = [m for m in ("total", "l1", "psnr", "ssim", "mef_ssim") if m in metrics]
+        table = Table(title="per stack (every metric: --json or --csv)")
+        for col in ("stack", "method", *short):
+            table.add_column(col, justify="left" if col in ("stack", "method") else "right", overflow="fold")
+        for s in dict.fromkeys(r["stack"] for r in rows):
+            group = [r for r in rows if r["stack"] == s]
+            ok = [r for r in group if r["status"] == "ok"]
+            for j, r in enumerate(group):
+                if r["status"] == "ok":
+                    values = [_cell(r[m], _best(ok, m, higher_is_better)) for m in short]
+                else:
+                    values = ["[red]failed[/]"] + [""] * (len(short) - 1)
+                name = escape(s) if j == 0 else ""
+                table.add_row(name, escape(r["method"]), *values, end_section=j == len(group) - 1)
+        console.print(table)
+    n = len(dict.fromkeys(r["stack"] for r in rows))
+    labelled = len({r["stack"] for r in rows if r["labelled"]})
+    table = Table(title=f"{n} stacks, {labelled} labelled: mean (median)")
+    table.add_column("metric")
+    means = [a for a in aggregates if a["stat"] == "mean"]
+    medians = {a["method"]: a for a in aggregates if a["stat"] == "median"}
+    for a in means:
+        table.add_column(f"{escape(a['method'])}\n{a['stacks']} stacks", justify="right")
+    for m in metrics:
+        best = _best(means, m, higher_is_better)
+        arrow = "↑" if m in higher_is_better else "↓"
+        cells = [f"{_cell(a[m], best)}\n[dim]({_cell(medians[a['method']][m], None)})[/]" for a in means]
+        table.add_row(f"{m} {arrow}", *cells)
+    console.print(table)
+    console.print(escape(formula), highlight=False)
+    for r in rows:
+        if r["status"] == "failed":
+            console.print(f"[red]{escape(r['stack'])} ({escape(r['method'])}): {escape(r['reason'] or '')}[/]")
+    for c in checks:
+        verdict = "[green]met[/]" if c["passed"] else "[red]missed[/]"
+        sign = ">=" if c["op"] == "under" else "<="
+        value = c["value"] if c["value"] is None else round(c["value"], 4)
+        console.print(f"threshold {c['metric']} {sign} {c['limit']:g} for {escape(c['method'])}: {value} {verdict}")

@@ -1,0 +1,157 @@
+"""The command line's choices and options, declared once as ``Annotated`` aliases that every command
+reuses (typer's recommended style), and the parsers of comma-separated values.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from fusecli.errors import FuseError
+
+
+class Transfer(str, Enum):
+    auto = "auto"
+    srgb = "srgb"
+    linear = "linear"
+
+
+class AlignMode(str, Enum):
+    none = "none"
+    translation = "translation"
+    homography = "homography"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OutputFormat(str, Enum):
+    dng = "dng"
+    tiff = "tiff"
+    jpg = "jpg"
+    png = "png"
+
+
+class Method(str, Enum):
+    model = "model"
+    mertens = "mertens"
+    single = "single"
+    uniform = "uniform"
+
+
+def choices(enum: type[Enum], text: str | None, aliases: dict[str, str] | None = None) -> tuple[str, ...] | None:
+    """Comma-separated choices of ``enum`` -> their values (a usage error names the choices)."""
+    if text is None:
+        return None
+    names = [(aliases or {}).get(v.strip().lower(), v.strip().lower()) for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in enum.__members__]
+    if bad:
+        raise typer.BadParameter(f"{', '.join(bad)}: expected a comma-separated list of {', '.join(enum.__members__)}")
+    return tuple(enum[n].value for n in names)
+
+
+def ratios(text: str | None) -> tuple[float, ...] | None:
+    """``--ratios 1,0.25,0.0625`` -> (1.0, 0.25, 0.0625); a FuseError when a value is not a number."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise FuseError(f"--ratios {text!r}: expected comma-separated numbers such as 1,0.25,0.0625") from None
+
+
+def size(text: str) -> tuple[int, int]:
+    """``--size 512x384`` -> (512, 384); a FuseError when it is not WIDTHxHEIGHT."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise FuseError(f"--size {text!r}: expected WIDTHxHEIGHT such as 512x384") from None
+    return width, height
+
+
+def _opt(kind, *names: str, **kw):
+    return Annotated[kind, typer.Option(*names, **kw)]
+
+
+# --- shared by several commands ------------------------------------------------------------------
+Paths = Annotated[
+    List[Path], typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files.")
+]
+GroupSize = _opt(Optional[int], "--group-size", help="Split flat folders into brackets of N frames.")
+Ratios = _opt(
+    Optional[str], "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata)."
+)
+TransferOpt = _opt(Transfer, "--transfer", help="Transfer of non-RAW frames.")
+AlignOpt = _opt(AlignMode, "--align", help="Register frames onto the reference first.")
+Deghost = _opt(
+    bool, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference."
+)
+ModelFile = _opt(Optional[Path], "--model", help="Model file (default: the bundled one).")
+DeviceOpt = _opt(Device, "--device", help="cuda without a GPU is an error, not a fallback.")
+AsJson = _opt(bool, "--json", help="Print JSON on stdout (nothing else goes there).")
+Quiet = _opt(bool, "--quiet", help="No progress output.")
+Out = _opt(Path, "-o", "--out", help="Output folder.")
+Seed = _opt(Optional[int], "--seed", help="Random seed.")
+
+# --- inspect -------------------------------------------------------------------------------------
+InspectAlign = _opt(AlignMode, "--align", help="Also decode each stack and report each frame's motion.")
+
+# --- synth ---------------------------------------------------------------------------------------
+Radiance = Annotated[Optional[List[Path]], typer.Argument(help="HDR radiance maps (.exr, .hdr) to synthesise from.")]
+Stacks = _opt(int, "--stacks", min=1, help="Brackets per radiance map (different crops, noise, CFA).")
+Procedural = _opt(int, "--procedural", min=0, help="Brackets of procedural scenes to add.")
+Size = _opt(str, "--size", help="Mosaic size WxH (even).")
+SynthRatios = _opt(str, "--ratios", help="Exposure ratios, brightest first.")
+Cfa = _opt(Optional[str], "--cfa", help="CFA phase (RGGB, BGGR, GRBG, GBRG); random per stack if not given.")
+Shift = _opt(float, "--shift", min=0.0, help="Handheld: move each later frame by up to this many pixels in x and y.")
+Rotate = _opt(float, "--rotate", min=0.0, help="Handheld: turn each later frame by up to this many degrees.")
+MovingObject = _opt(bool, "--moving-object", help="Add a small object that moves between frames (a ghost).")
+
+# --- train ---------------------------------------------------------------------------------------
+Datasets = Annotated[
+    Optional[List[Path]], typer.Argument(help="Folders of stacks with labels (label.* beside the frames).")
+]
+RunDir = _opt(Optional[Path], "--run-dir", help="Run folder: config, log.jsonl, checkpoints, cache.")
+Config = _opt(Optional[Path], "--config", help="TOML configuration: tables model, loss, optim, data, train.")
+Val = _opt(Optional[List[Path]], "--val", help="Held-out folder(s) of labelled stacks (default: part of the datasets).")
+SynthMaps = _opt(
+    Optional[List[Path]], "--synth", help="Radiance maps (.exr/.hdr) to synthesise training brackets from."
+)
+Steps = _opt(Optional[int], "--steps", help="Total optimiser steps.")
+BatchSize = _opt(Optional[int], "--batch-size", help="Samples per optimiser step.")
+Lr = _opt(Optional[float], "--lr", help="Peak learning rate (AdamW).")
+TrainDevice = _opt(Optional[Device], "--device", help="Where to train (default: the configuration's, auto).")
+Workers = _opt(Optional[int], "--workers", help="DataLoader worker processes.")
+Overrides = _opt(Optional[List[str]], "--set", help="Any setting as section.key=value, e.g. loss.gamma=20.")
+Resume = _opt(Optional[Path], "--resume", help="Continue the run in this folder from its last checkpoint.")
+Export = _opt(Optional[Path], "--export", help="Write the trained model (best checkpoint) as PATH.safetensors + .json.")
+
+# --- fuse ----------------------------------------------------------------------------------------
+Formats = _opt(
+    Optional[str], "--format", help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, else tiff)."
+)
+Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).")
+Overwrite = _opt(bool, "--overwrite", help="Replace existing outputs (they are skipped otherwise).")
+DryRun = _opt(bool, "--dry-run", help="List what would be fused into which files; write nothing.")
+SaveWeights = _opt(bool, "--save-weights", help="Also write NAME_weights.png: which exposure each pixel came from.")
+MaxMemory = _opt(float, "--max-memory", min=0.001, help="GiB for full-resolution temporaries (larger: in bands).")
+
+# --- eval ----------------------------------------------------------------------------------------
+EvalPaths = Annotated[
+    List[Path], typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without.")
+]
+Methods = _opt(str, "--method", help="Comma-separated methods: model, mertens, single, uniform.")
+Preds = _opt(
+    Optional[List[Path]], "--pred", help="Folder of another tool's outputs (NAME.* or NAME_fused.*); repeatable."
+)
+AsCsv = _opt(bool, "--csv", help="Print CSV on stdout: a row per stack and method, then the aggregates.")
+PerStack = _opt(bool, "--per-stack", help="Also show a table row for every stack.")
+FailUnder = _opt(Optional[str], "--fail-under", help="Exit 3 if the first method's mean is below any, e.g. psnr=30.")
+FailOver = _opt(Optional[str], "--fail-over", help="Exit 3 if the first method's mean is above any, e.g. l1=0.02.")
+Report = _opt(Optional[Path], "--report", help="Write a contact sheet per stack and summary.png into this folder.")
