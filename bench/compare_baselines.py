@@ -22,10 +22,10 @@ import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 from common import describe  # noqa: E402
 
 from fusecli.baselines import best_single, mertens  # noqa: E402
+from fusecli.dataset import synth_samples  # noqa: E402
 from fusecli.evaluate import Prediction, score  # noqa: E402
 from fusecli.losses import LossConfig  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
-from fusecli.train import synth_samples  # noqa: E402
 
 CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
 

@@ -14,9 +14,10 @@ from conftest import ROOT, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli.cli import app
+from fusecli.dataset import CropDataset, StepBatches, load_labelled
 from fusecli.losses import FusionLoss
 from fusecli.model import FuseNet, load_model
-from fusecli.train import CropDataset, StepBatches, TrainConfig, apply_overrides, load_labelled, train
+from fusecli.train import TrainConfig, apply_overrides, train
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
