@@ -22,7 +22,7 @@ from fusecli.runtime import keep_freed_memory, passive_openmp_threads
 app = typer.Typer(
     help="HDR fusion of exposure brackets (camera RAW or TIFF/PNG/JPEG stacks) with a learned fusion network.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 
@@ -72,6 +72,7 @@ def inspect(
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
     align: opt.InspectAlign = opt.AlignMode.none,
+    decode: opt.Decode = False,
 ) -> None:
     """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
     from fusecli.console import print_stack_table
@@ -84,7 +85,7 @@ def inspect(
     rows, failed = [], 0
     for source in sources:
         try:
-            rows.append(describe(source, options))
+            rows.append(describe(source, options, decode))
         except FuseError as e:
             failed += 1
             rows.append(
@@ -94,7 +95,7 @@ def inspect(
     if as_json:
         typer.echo(json.dumps({"stacks": rows, "failed": failed}, indent=2))
     else:
-        print_stack_table(rows)
+        print_stack_table(rows, decoded=decode)
     if failed:
         raise typer.Exit(EXIT_USER_ERROR)
 
@@ -209,7 +210,7 @@ def fuse(
     quiet: opt.Quiet = False,
 ) -> None:
     """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
-    from fusecli.console import print_fuse_summary, progress
+    from fusecli.console import fuse_progress, print_fuse_summary
     from fusecli.discover import discover
     from fusecli.fuse import fuse_sources
     from fusecli.model import load_model
@@ -224,21 +225,14 @@ def fuse(
         sources = discover(paths, group_size=group_size)
         torch_device = pick_device(device.value)
         net = load_model(model, torch_device)[0] if not dry_run else None
-        rate = {"mp": 0.0, "s": 0.0}
-        with progress(len(sources), "stacks", quiet or as_json, info=True) as advance:
-
-            def on_result(result) -> None:
-                rate["mp"] += result.megapixels
-                rate["s"] += result.seconds
-                advance(info=f"{rate['mp'] / rate['s']:.1f} MP/s" if rate["s"] else "")
-
+        with fuse_progress(len(sources), quiet or as_json) as on_result:
             try:
                 results = fuse_sources(
                     sources, net, torch_device, out, stack_options, output_options, max_memory, dry_run, on_result
                 )
             except KeyboardInterrupt:
                 if not dry_run and out.is_dir():
-                    remove_stale_parts(out)  # an interrupt inside mkstemp can beat atomic_path's own clean-up
+                    remove_stale_parts(out, own=True)  # an interrupt inside mkstemp can beat atomic_path's own clean-up
                 typer.echo(
                     "fusecli fuse: interrupted; finished outputs are complete, the one being written was discarded",
                     err=True,
@@ -247,6 +241,8 @@ def fuse(
     for r in results:
         for warning in r.warnings:
             typer.echo(f"fusecli fuse: warning: {warning}", err=True)
+        if r.status == "failed":  # one line each on stderr too: a pipeline reading --json still sees it
+            typer.echo(f"fusecli fuse: error: {r.stack}: {r.reason}", err=True)
     if as_json:
         typer.echo(
             json.dumps(
@@ -337,6 +333,9 @@ def evaluate(
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     passive_openmp_threads()
     keep_freed_memory()
     app()

@@ -39,6 +39,20 @@ def progress(total: int, label: str, quiet: bool = False, info: bool = False) ->
         yield advance
 
 
+@contextlib.contextmanager
+def fuse_progress(total: int, quiet: bool = False) -> Iterator[Callable]:
+    """``fuse``'s progress bar -> ``on_result(result)``: one stack done, the rate in MP/s shown."""
+    done = {"mp": 0.0, "s": 0.0}
+    with progress(total, "stacks", quiet, info=True) as advance:
+
+        def on_result(result) -> None:
+            done["mp"] += result.megapixels
+            done["s"] += result.seconds
+            advance(info=f"{done['mp'] / done['s']:.1f} MP/s" if done["s"] else "")
+
+        yield on_result
+
+
 def seconds_text(t: float | None) -> str:
     """An exposure time as photographers write it: 1/250, 0.3, 2."""
     if t is None:
@@ -58,9 +72,10 @@ def motion_text(m: dict) -> str:
     )
 
 
-def print_stack_table(rows: list[dict]) -> None:
+def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
     """``inspect``'s table: a section per stack, a row per frame, then notes, motion and errors."""
-    table = Table(title=f"{len(rows)} stack(s)")
+    how = "every frame decoded" if decoded else "read from headers only; --decode decodes every frame"
+    table = Table(title=f"{len(rows)} stack(s)", caption=how)
     for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
         table.add_column(col, overflow="fold", no_wrap=col in ("frame", "exposure s", "ratio", "from"))
     for r in rows:

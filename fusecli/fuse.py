@@ -66,7 +66,14 @@ def fuse_stack(
             fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
     else:
         fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
-    out = fused[0].float().clamp_(0, 1).cpu().numpy()
+    out = fused[0].float()
+    if not bool(torch.isfinite(out).all()):
+        raise FuseError(f"stack {stack.name}: the model produced non-finite values; nothing was written")
+    out = out.clamp_(0, 1).cpu().numpy()
+    if not out.any() and stack.frames.any():
+        raise FuseError(
+            f"stack {stack.name}: the model produced an all-black image from non-black frames; nothing was written"
+        )
     return out, (weights[0].float().cpu().numpy() if weights is not None else None)
 
 
@@ -106,17 +113,25 @@ def fuse_sources(
     for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options)):
         t0 = time.perf_counter()
         paths = todo[source.name]
+        missing = paths if output_options.overwrite else [p for p in paths if not p.exists()]
         if error is not None:
             result = Result(source.name, "failed", reason=str(error))
         else:
             try:
                 fused, weights = fuse_stack(model, stack, device, max_memory, keep_weights=output_options.save_weights)
-                write_outputs(stack, source, fused, weights, output_options, paths)
+                write_outputs(stack, source, fused, weights, output_options, paths, only=missing)
                 result = _fused(stack, source, paths, time.perf_counter() - t0, stack_options)
+                result.outputs = [str(p) for p in missing]
+                if len(missing) < len(paths):
+                    kept = ", ".join(p.name for p in paths if p not in missing)
+                    result.warnings.append(f"{source.name}: kept the existing {kept} (use --overwrite to replace it)")
             except FuseError as e:
                 result = Result(source.name, "failed", reason=str(e))
             except OSError as e:
-                result = Result(source.name, "failed", reason=f"{out_dir}: cannot write ({e.strerror})")
+                why = e.strerror or str(e) or type(e).__name__
+                result = Result(
+                    source.name, "failed", reason=f"{getattr(e, 'filename', None) or out_dir}: cannot write ({why})"
+                )
         results.append(result)
         if on_result:
             on_result(result)
@@ -138,16 +153,14 @@ def _plan(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: b
         return Result(source.name, "planned", outputs)
     if not options.overwrite and all(p.exists() for p in paths):
         return Result(source.name, "skipped", outputs, reason="outputs exist (use --overwrite)")
-    if not options.overwrite and any(p.exists() for p in paths):
-        existing = next(p for p in paths if p.exists())
-        return Result(source.name, "skipped", outputs, reason=f"{existing} exists (use --overwrite)")
     return None
 
 
 def _fused(stack: Stack, source: StackSource, paths: Sequence[Path], seconds: float, options: StackOptions) -> Result:
     """The summary row of a fused stack, with its motion and the frames left unaligned."""
     megapixels = stack.frames.shape[-1] * stack.frames.shape[-2] * (4 if stack.kind == "raw" else 1) / 1e6
-    warnings = [
+    warnings = [f"{source.name}: {n.removeprefix('warning: ')}" for n in stack.notes if n.startswith("warning: ")]
+    warnings += [
         f"{source.name}: frame {m.frame + 1} ({stack.infos[m.frame].path.name}) fused unaligned: {m.reason}"
         for m in stack.motion
         if m.status == "unaligned" and options.align != "none"

@@ -316,6 +316,9 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise FuseError(f"{weights_path}: truncated or not a safetensors file ({e})") from None
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FuseError(f"{weights_path}: non-finite (NaN or Inf) weights in {', '.join(bad[:3])}; the model is broken")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -100,6 +100,7 @@ Out = _opt(Path, "-o", "--out", help="Output folder.")
 Seed = _opt(Optional[int], "--seed", help="Random seed.")
 
 # --- inspect -------------------------------------------------------------------------------------
+Decode = _opt(bool, "--decode", help="Decode every frame and report the broken ones (default: headers only).")
 InspectAlign = _opt(AlignMode, "--align", help="Also decode each stack and report each frame's motion.")
 
 # --- synth ---------------------------------------------------------------------------------------

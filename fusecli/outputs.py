@@ -17,6 +17,7 @@ import tifffile
 
 from fusecli import colour
 from fusecli.errors import FuseError
+from fusecli.io import common
 from fusecli.io.common import atomic_path
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.raw import CameraInfo, cfa_offsets, unpack_bayer
@@ -159,13 +160,18 @@ def write_outputs(
     weights: np.ndarray | None,
     options: OutputOptions,
     paths: Sequence[Path],
+    only: Sequence[Path] | None = None,
 ) -> None:
-    """Write one stack's outputs to ``paths`` (as :func:`output_paths` gives them), each atomically.
+    """Write one stack's outputs to ``paths`` (as :func:`output_paths` gives them), each atomically;
+    ``only``: just these of them (the others exist already).
 
     fused (C, H, W) [0, 1] in the frames' domain; weights (K, Cw, H, W) or None."""
     formats = formats_for(source, options)
+    wanted = set(paths if only is None else only)
     picture = None
     for fmt, path in zip(formats, paths):
+        if path not in wanted:
+            continue
         if fmt == "dng":
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
             mosaic = to_mosaic16(fused, camera.cfa)
@@ -181,15 +187,11 @@ def write_outputs(
                 picture = np.moveaxis(chw, 0, -1)
             rgb = picture
         write_picture(path, rgb, SUFFIX[fmt])
-    if options.save_weights:
+    if options.save_weights and paths[-1] in wanted:
         write_picture(paths[-1], weight_map(weights), ".png")
 
 
-def remove_stale_parts(out_dir: Path) -> int:
-    """Remove hidden temporary outputs (``.NAME.*.part``) that a killed run left in ``out_dir``."""
-    count = 0
-    for pattern in (".*_fused.*.part", ".*_weights.png.*.part"):
-        for p in out_dir.glob(pattern):
-            p.unlink(missing_ok=True)
-            count += 1
-    return count
+def remove_stale_parts(out_dir: Path, own: bool = False) -> int:
+    """Remove the hidden temporary outputs a run that is no longer alive left in ``out_dir`` (another
+    live run's files in progress are kept; ``own=True`` also removes this process's own)."""
+    return common.remove_stale_parts(out_dir, (".*_fused.*.part", ".*_weights.png.*.part"), own=own)

@@ -21,7 +21,7 @@ from fusecli import align
 from fusecli.errors import FuseError
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
-from fusecli.io.common import FrameInfo
+from fusecli.io.common import FrameInfo, available_memory
 from fusecli.io.raw import CameraInfo
 
 RatioSource = Literal["user", "exif", "sidecar", "estimated"]
@@ -37,9 +37,12 @@ class StackSource:
     label: Path | None = None
     sidecar: Path | None = None
     notes: tuple[str, ...] = ()
+    error: str | None = None  # why it cannot be opened (a file that could not be read), found at discovery
 
     @property
     def kind(self) -> str:
+        if not self.frames:
+            return "unknown"
         return "raw" if self.frames[0].kind == "raw" else ("mono" if self.frames[0].channels == 1 else "rgb")
 
 
@@ -141,14 +144,14 @@ def _relative_exposures(infos: Sequence[FrameInfo]) -> list[float] | None:
     return [i.exposure_time * (i.iso if iso else 1.0) / (i.aperture**2 if aperture else 1.0) for i in infos]
 
 
-def _check_distinct(name: str, infos: Sequence[FrameInfo], exposures: Sequence[float], what: str) -> None:
-    order = sorted(range(len(exposures)), key=lambda k: -exposures[k])
-    for a, b in zip(order, order[1:]):
-        if exposures[b] >= exposures[a] * (1 - SAME_EXPOSURE):
-            raise FuseError(
-                f"{infos[b].path}: same exposure as {infos[a].name} ({what}); a bracket needs a different "
-                "exposure per frame"
-            )
+def _all_equal(exposures: Sequence[float]) -> bool:
+    top = max(exposures)
+    return all(e >= top * (1 - SAME_EXPOSURE) for e in exposures)
+
+
+def _distinct(exposures: Sequence[float]) -> bool:
+    ordered = sorted(exposures, reverse=True)
+    return all(b < a * (1 - SAME_EXPOSURE) for a, b in zip(ordered, ordered[1:]))
 
 
 def plan_exposures(
@@ -157,6 +160,10 @@ def plan_exposures(
     """Order (brightest first) and ratios of a stack from metadata alone; None when only the pixels can tell.
 
     Returns (order, ratios, source): ``order[j]`` is the index in ``source.frames`` of output frame j.
+    Exposures come from EXIF/LibRaw (time x ISO / N^2), else the exposure list beside the frames.
+    ``ratios`` (the user's) override them; the order then comes from the metadata where its
+    exposures differ, else from the pixels. Frames of equal exposure are kept side by side; a stack
+    whose frames all have one exposure is refused.
     """
     infos = source.frames
     exposures = _relative_exposures(infos)
@@ -167,51 +174,81 @@ def plan_exposures(
         missing = [i.name for i, t in zip(infos, listed) if t is None]
         if missing:
             raise FuseError(f"{source.sidecar}: no exposure time for {', '.join(missing)}")
-        exposures, what = listed, "exposure list"
+        exposures, what = listed, f"exposure list {source.sidecar.name}"
     if ratios is not None:
-        if len(ratios) != len(infos):
-            raise FuseError(f"--ratios gives {len(ratios)} values but stack {source.name} has {len(infos)} frames")
-        if (
-            abs(ratios[0] - 1.0) > 1e-9
-            or any(not (0 < r <= 1) for r in ratios)
-            or any(b >= a for a, b in zip(ratios, ratios[1:]))
-        ):
-            raise FuseError(
-                f"--ratios {','.join(f'{r:g}' for r in ratios)}: expected 1 first, then strictly decreasing "
-                "values in (0, 1)"
-            )
-        if exposures is None:
+        _check_user_ratios(ratios, source)
+        if exposures is None or not _distinct(exposures):
             return None  # the order must come from the pixels
-        _check_distinct(source.name, infos, exposures, what)
         order = sorted(range(len(infos)), key=lambda k: -exposures[k])
         return order, list(ratios), "user"
     if exposures is None:
         return None
-    _check_distinct(source.name, infos, exposures, what)
+    if _all_equal(exposures):
+        raise FuseError(
+            f"{infos[1].path}: same exposure as {infos[0].name} ({what}), as every frame of stack "
+            f"{source.name}; a bracket needs different exposures (or pass --ratios)"
+        )
     order = sorted(range(len(infos)), key=lambda k: -exposures[k])
     top = exposures[order[0]]
     return order, [exposures[k] / top for k in order], ("exif" if what == "exposure metadata" else "sidecar")
 
 
-def estimate_ratios(frames: np.ndarray, low: float = 0.02, high: float = 0.9, min_pixels: int = 1000) -> list[float]:
-    """Exposure ratios of frames already ordered brightest first, from their pixels.
+def _check_user_ratios(ratios: Sequence[float], source: StackSource) -> None:
+    if len(ratios) != len(source.frames):
+        raise FuseError(f"--ratios gives {len(ratios)} values but stack {source.name} has {len(source.frames)} frames")
+    if (
+        abs(ratios[0] - 1.0) > 1e-9
+        or any(not (0 < r <= 1) for r in ratios)
+        or any(b >= a for a, b in zip(ratios, ratios[1:]))
+    ):
+        raise FuseError(
+            f"--ratios {','.join(f'{r:g}' for r in ratios)}: expected 1 first, then strictly decreasing "
+            "values in (0, 1)"
+        )
 
-    For each pair of neighbours, the median of darker / brighter over the samples that are
-    unclipped in the brighter frame (< ``high``) and above the noise floor in both (> ``low``);
-    ratios are chained from the reference. frames: (K, C, H, W) in [0, 1] -> K ratios, first 1.
-    Raises ValueError when a pair has fewer than ``min_pixels`` usable samples.
+
+#: Bands of (noise floor, clip level, least samples) tried in turn to match neighbouring frames.
+ESTIMATE_BANDS = ((0.02, 0.9, 1000), (0.004, 0.97, 200), (0.002, 0.985, 50))
+ASSUMED_STEP = 0.25  # 2 EV: the most common bracket step, used when nothing else tells
+
+
+def estimate_ratios(frames: np.ndarray) -> tuple[list[float], list[str]]:
+    """Exposure ratios of frames already ordered brightest first, from their pixels -> (K ratios,
+    first 1; warnings).
+
+    For each pair of neighbours, the median of darker / brighter over the samples unclipped in the
+    brighter frame and above the noise floor in both, with the narrowest band of
+    :data:`ESTIMATE_BANDS` that leaves enough samples; ratios are chained from the reference. A pair
+    that no band matches (5-6 EV apart, few pixels well exposed in both) takes the geometric mean of
+    the steps that were found, else :data:`ASSUMED_STEP`, with a warning. frames (K, C, H, W) [0, 1].
     """
     k = frames.shape[0]
     step = max(1, int(math.sqrt(frames[0].size / 2_000_000)))  # at most ~2 M samples per frame
     sample = frames[:, :, ::step, ::step].reshape(k, -1)
-    ratios = [1.0]
+    steps: list[float | None] = []
     for i in range(k - 1):
         bright, dark = sample[i], sample[i + 1]
-        ok = (bright < high) & (bright > low) & (dark > low)
-        if int(ok.sum()) < min_pixels:
-            raise ValueError(f"frames {i} and {i + 1}: only {int(ok.sum())} pixels are well exposed in both")
-        ratios.append(ratios[-1] * float(np.median(dark[ok] / bright[ok])))
-    return ratios
+        found = None
+        for low, high, least in ESTIMATE_BANDS:
+            ok = (bright < high) & (bright > low) & (dark > low)
+            if int(ok.sum()) >= least:
+                found = float(np.median(dark[ok] / bright[ok]))
+                break
+        steps.append(found)
+    known = [s for s in steps if s is not None]
+    warnings = []
+    if len(known) < len(steps):
+        fill = float(np.exp(np.mean(np.log(known)))) if known else ASSUMED_STEP
+        pairs = ", ".join(f"{i + 1}-{i + 2}" for i, s in enumerate(steps) if s is None)
+        warnings.append(
+            f"frames {pairs} share too few well-exposed pixels to measure their ratio: assumed {fill:.3g} "
+            f"({math.log2(1 / fill):.1f} EV) from the brightness order (pass --ratios to set it)"
+        )
+        steps = [fill if s is None else s for s in steps]
+    ratios = [1.0]
+    for s in steps:
+        ratios.append(ratios[-1] * s)
+    return ratios, warnings
 
 
 # --- validation and loading ---------------------------------------------------------------------
@@ -220,6 +257,8 @@ def estimate_ratios(frames: np.ndarray, low: float = 0.02, high: float = 0.9, mi
 def validate(source: StackSource) -> None:
     """Checks that need no pixels: at least two frames, one camera, one size, one kind of file."""
     frames = source.frames
+    if source.error is not None:
+        raise FuseError(source.error)
     if len(frames) < 2:
         raise FuseError(f"{frames[0].path}: stack {source.name} has only 1 frame; a bracket needs at least 2 exposures")
     first = frames[0]
@@ -239,6 +278,13 @@ def validate(source: StackSource) -> None:
                 f"{f.path}: a {f.kind} frame with {f.channels} channel(s) among {first.kind} frames with "
                 f"{first.channels} in stack {source.name}"
             )
+    need = len(frames) * first.channels * first.height * first.width * 4 * 2  # frames + working copies
+    available = available_memory()
+    if available is not None and need > available:
+        raise FuseError(
+            f"{first.path}: stack {source.name} ({len(frames)} frames of {first.width}x{first.height}x"
+            f"{first.channels}) needs about {need / 2**30:.1f} GiB; {available / 2**30:.1f} GiB is available"
+        )
 
 
 def load_stack(
@@ -286,26 +332,23 @@ def load_stack(
         frames = frames[order]
         if ratios is not None:
             found, how = list(ratios), "user"
-            notes.append("no exposure metadata: frames ordered by brightness, ratios from --ratios")
+            notes.append("frames ordered by brightness (the metadata does not tell), ratios from --ratios")
         else:
-            try:
-                found = estimate_ratios(frames)
-            except ValueError as e:
-                raise FuseError(
-                    f"{infos[order[0]].path}: no exposure metadata and the ratios cannot be estimated from "
-                    f"the pixels ({e}); pass --ratios"
-                ) from None
+            found, warnings = estimate_ratios(frames)
             how = "estimated"
             notes.append("no exposure metadata: ratios estimated from the pixels (pass --ratios to set them)")
-            for a, b in zip(found, found[1:]):
-                if b >= a * (1 - SAME_EXPOSURE):
-                    raise FuseError(
-                        f"{infos[order[0]].path}: frames of stack {source.name} look equally exposed "
-                        f"(estimated ratios {', '.join(f'{r:.3g}' for r in found)})"
-                    )
+            notes += [f"warning: {w}" for w in warnings]
+            if any(b >= a * (1 - SAME_EXPOSURE) for a, b in zip(found, found[1:])):
+                raise FuseError(
+                    f"{infos[order[0]].path}: frames of stack {source.name} look equally exposed (estimated ratios "
+                    f"{', '.join(f'{r:.3g}' for r in found)})"
+                )
     else:
         order, found, how = plan
     ordered = tuple(infos[k] for k in order)
+    for j in range(1, len(found)):
+        if found[j] >= found[j - 1] * (1 - SAME_EXPOSURE):
+            notes.append(f"{ordered[j].name} has the exposure of {ordered[j - 1].name}: both are fused")
     return Stack(
         name=source.name,
         frames=np.ascontiguousarray(frames),
@@ -323,13 +366,17 @@ def load_stack(
 # --- description (what `fusecli inspect` shows) ---------------------------------------------------
 
 
-def describe(source: StackSource, options: StackOptions | None = None) -> dict:
+def describe(source: StackSource, options: StackOptions | None = None, decode: bool = False) -> dict:
     """A JSON-ready description of a stack and every decision taken about it (``inspect``).
 
-    Pixels are decoded only when the exposure ratios must be estimated from them, or when
-    ``options.align`` asks for each frame's motion (then under ``"motion"``).
+    Pixels are decoded only when the exposure ratios must be estimated from them, when
+    ``options.align`` asks for each frame's motion (then under ``"motion"``), or with ``decode``:
+    every frame is decoded and a FuseError names the broken ones.
     """
     options = options or StackOptions(align="none")
+    broken = decode_errors(source, options.transfer) if decode else []
+    if broken:
+        raise FuseError("; ".join(broken))
     ratios, transfer = options.ratios, options.transfer
     validate(source)
     plan = plan_exposures(source, ratios)
@@ -384,6 +431,21 @@ def describe(source: StackSource, options: StackOptions | None = None) -> dict:
     if options.align != "none":
         row["motion"] = [m.to_dict() for m in open_stack(source, dataclasses.replace(options, deghost=False)).motion]
     return row
+
+
+def decode_errors(source: StackSource, transfer: image_io.Transfer = "auto") -> list[str]:
+    """Decode every frame of a stack, one at a time -> why each broken one fails (empty: all decode).
+    What ``inspect --decode`` reports: a header can look fine while the data behind it is not."""
+    errors = []
+    for info in source.frames:
+        try:
+            if info.kind == "raw":
+                raw_io.read_raw(info.path)
+            else:
+                image_io.read_frame(info, transfer)
+        except FuseError as e:
+            errors.append(str(e))
+    return errors
 
 
 # --- opening a stack: decode, align, deghost ------------------------------------------------------

@@ -173,9 +173,15 @@ def load_checkpoint(run: Path, which: str = "last") -> dict:
     if not path.is_file():
         raise FuseError(f"{run}: no checkpoint ({path.name}) to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise FuseError(f"{path}: unreadable checkpoint ({e})") from None
+    missing = [
+        k for k in ("config", "model", "optimizer", "step", "best_val") if not isinstance(ckpt, dict) or k not in ckpt
+    ]
+    if missing:
+        raise FuseError(f"{path}: not a fusecli training checkpoint (no {', '.join(missing)})")
+    return ckpt
 
 
 def _dist() -> tuple[int, int]:
@@ -197,6 +203,11 @@ def _open_run(cfg: TrainConfig, run: Path, resume: bool, write: bool) -> dict | 
                 f"{run}: its checkpoint is of another architecture ({asdict(saved.model)}) than the "
                 "configuration asks for"
             )
+        expected = {k: tuple(v.shape) for k, v in FuseNet(cfg.model).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in ckpt["model"].items()} if isinstance(ckpt["model"], dict) else {}
+        if found != expected:
+            odd = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+            raise FuseError(f"{run / 'last.pt'}: its weights do not fit the architecture it names ({odd[0]})")
     elif (run / "last.pt").exists():
         raise FuseError(
             f"{run}: already holds a training run; resume it with --resume {run} or choose another --run-dir"

@@ -71,14 +71,23 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path):
     assert {x["status"] for x in json.loads(forced.stdout)["results"]} == {"fused"}
 
 
-def test_an_output_that_would_replace_an_input_is_refused(tmp_path):
+def test_outputs_written_beside_the_frames_are_never_taken_as_frames(tmp_path):
     stack = tmp_path / "x"
-    write_bracket_files(stack, smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32], names=["x_fused.dng", "b.dng"])
-    before = (stack / "x_fused.dng").read_bytes()
-    r = _fuse(stack, "-o", stack, "--json")
-    assert r.exit_code == 1
-    assert "would replace an input frame" in json.loads(r.stdout)["results"][0]["reason"]
-    assert (stack / "x_fused.dng").read_bytes() == before
+    write_bracket_files(stack, smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32], names=["a.dng", "b.dng"])
+    first = _fuse(stack, "-o", stack, "--format", "dng,jpg", "--save-weights", "--json")
+    assert first.exit_code == 0, first.stderr
+    assert sorted(p.name for p in stack.iterdir()) == ["a.dng", "b.dng", "x_fused.dng", "x_fused.jpg", "x_weights.png"]
+    again = _fuse(stack, "-o", stack, "--format", "dng,jpg", "--save-weights", "--overwrite", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["results"][0]["status"] == "fused"
+    r = runner.invoke(app, ["inspect", str(stack), "--json"])
+    assert [len(s["frames"]) for s in json.loads(r.stdout)["stacks"]] == [2]  # the outputs are not frames
+    # a file that only looks like an output is left as it is: never a frame, never replaced
+    write_bracket_files(
+        tmp_path / "y", smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32], names=["y_fused.dng", "b.dng"]
+    )
+    before = (tmp_path / "y" / "y_fused.dng").read_bytes()
+    _fuse(tmp_path / "y", "-o", tmp_path / "y", "--json")
+    assert (tmp_path / "y" / "y_fused.dng").read_bytes() == before
 
 
 def test_one_corrupt_stack_does_not_stop_the_others(tmp_path):

@@ -38,7 +38,9 @@ def test_flat_folder_of_three_interleaved_brackets_is_grouped(tmp_path):
     sources = discover([tmp_path])
     assert [s.name for s in sources] == ["IMG_0001", "IMG_0004", "IMG_0007"]
     assert [[f.path.name for f in s.frames] for s in sources][1] == ["IMG_0004.dng", "IMG_0005.dng", "IMG_0006.dng"]
-    assert "grouped by capture time, camera, size and exposure" in sources[0].notes
+    assert sources[1].notes == (
+        "bracket 2 of 3 in the folder: IMG_0004.dng: a new series (the exposure of IMG_0004.dng repeats IMG_0001.dng's)",
+    )
     stack = load_stack(sources[2])
     # brightest first: the +2 EV frame (the third shot) is the reference
     assert [i.path.name for i in stack.infos] == ["IMG_0009.dng", "IMG_0007.dng", "IMG_0008.dng"]
@@ -112,9 +114,11 @@ def test_estimate_ratios_on_noisy_synthetic_frames():
     frames = np.stack(
         [np.clip(scene * r + rng.normal(0, 0.002, scene.shape), 0, 1) for r in (1, 1 / 8, 1 / 64)]
     ).astype(np.float32)
-    assert estimate_ratios(frames) == pytest.approx([1, 1 / 8, 1 / 64], rel=0.03)
-    with pytest.raises(ValueError, match="well exposed in both"):
-        estimate_ratios(np.zeros((2, 1, 8, 8), np.float32))
+    ratios, warnings = estimate_ratios(frames)
+    assert ratios == pytest.approx([1, 1 / 8, 1 / 64], rel=0.03) and warnings == []
+    # nothing well exposed in both: the step is assumed (2 EV) and said
+    ratios, warnings = estimate_ratios(np.zeros((2, 1, 8, 8), np.float32))
+    assert ratios == [1.0, 0.25] and "assumed 0.25 (2.0 EV)" in warnings[0]
 
 
 # --- bad input: one line naming the file and the problem ----------------------------------------
@@ -163,12 +167,17 @@ def test_frames_of_different_cameras(tmp_path):
         load_stack(discover([tmp_path])[0])
 
 
-def test_two_frames_with_the_same_exposure(tmp_path):
+def test_frames_with_the_same_exposure_are_kept_but_a_stack_of_one_exposure_is_refused(tmp_path):
     write_bracket_files(tmp_path, smooth_scene(), [1, 0.25, 0.25], times=[1 / 8, 1 / 32, 1 / 32])
     (tmp_path / "exposures.txt").write_text("IMG_0001.dng 1/8\nIMG_0002.dng 1/32\nIMG_0003.dng 1/32\n")
-    [source] = discover([tmp_path])
-    with pytest.raises(FuseError, match=r"IMG_000[23]\.dng: same exposure as IMG_000[23]\.dng"):
-        load_stack(source)
+    stack = load_stack(discover([tmp_path])[0])  # as the irisowo bracket: two frames of one exposure
+    assert stack.ratios == pytest.approx([1, 0.25, 0.25])
+    assert "IMG_0003.dng has the exposure of IMG_0002.dng: both are fused" in stack.notes
+    same = tmp_path / "same"
+    write_bracket_files(same, smooth_scene(), [1, 0.25, 0.25], times=[1 / 8, 1 / 8, 1 / 8])
+    (same / "exposures.txt").write_text("IMG_0001.dng 1/8\nIMG_0002.dng 1/8\nIMG_0003.dng 1/8\n")  # one stack
+    with pytest.raises(FuseError, match=r"IMG_0002\.dng: same exposure as IMG_0001\.dng .* as every frame"):
+        load_stack(discover([same])[0])
 
 
 def test_equal_looking_frames_without_metadata(tmp_path):

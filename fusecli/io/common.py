@@ -50,6 +50,13 @@ class FrameInfo:
     bit_depth: int | None = None
 
     @property
+    def relative_exposure(self) -> float | None:
+        """time x ISO / N^2 (ISO and N where the header has them), or None without a time."""
+        if self.exposure_time is None:
+            return None
+        return self.exposure_time * (self.iso or 1.0) / (self.aperture**2 if self.aperture else 1.0)
+
+    @property
     def name(self) -> str:
         return self.path.name if self.page is None else f"{self.path.name}[{self.page}]"
 
@@ -87,17 +94,56 @@ def check_dimensions(path: Path, width: int, height: int, channels: int = 1) -> 
         )
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_parts(folder: Path, patterns: tuple[str, ...] = (".*.part",), own: bool = False) -> int:
+    """Remove the hidden temporaries (``.NAME.PID.*.part``) in ``folder`` that a run which is no
+    longer alive left behind -> how many. A live run's file in progress is kept; ``own=True`` also
+    removes this process's own (after an interrupt). Temporaries without a PID are left alone."""
+    count = 0
+    for pattern in patterns:
+        for p in Path(folder).glob(pattern):
+            parts = p.name.split(".")  # "", name..., PID, random, "part"
+            pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+            if pid is None or (pid == os.getpid() and not own) or (pid != os.getpid() and _alive(pid)):
+                continue
+            p.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A crash, an exception or a kill leaves at most a hidden ``.name.*.part`` file, never a partial
-    ``path``.
+    A crash, an exception or a kill leaves at most a hidden ``.name.PID.*.part`` file, never a partial
+    ``path``; the PID in its name lets a later run tell a dead run's leftovers (removed) from a live
+    run's file in progress (kept): :func:`remove_stale_parts`.
     """
     path = Path(path)
     tmp_path: Path | None = None
     try:  # everything after mkstemp inside: an interrupt at any point still removes the file
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
         tmp_path = Path(tmp)
         os.close(fd)
         yield tmp_path

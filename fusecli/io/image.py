@@ -112,6 +112,7 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
     """Headers of a TIFF: one frame, or one frame per page of a multi-page TIFF (reduced-resolution
     pages such as thumbnails are skipped)."""
     try:
+        size = path.stat().st_size
         with tifffile.TiffFile(path) as tf:
             pages = [p for p in tf.pages if not p.is_reduced]
             infos = []
@@ -128,6 +129,7 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
                         f"{path}: unsupported TIFF sample type {page.dtype} (fusecli reads 8/16-bit integer "
                         "and float TIFF)"
                     )
+                _check_extent(path, page, size, (c, h, w))
                 tags = {t.name: t.value for t in page.tags.values()}
                 exif = tags.get("ExifTag") or {}
                 make, model = str(tags.get("Make", "") or "").strip(), str(tags.get("Model", "") or "").strip()
@@ -154,6 +156,20 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
     if not infos:
         raise FuseError(f"{path}: the TIFF holds no image")
     return infos
+
+
+def _check_extent(path: Path, page: tifffile.TiffPage, size: int, chw: tuple[int, int, int]) -> None:
+    """Refuse a page whose image data lies past the end of the file, or (uncompressed) is smaller
+    than its header's size claims, before anything is allocated for it."""
+    c, h, w = chw
+    need = c * h * w * page.dtype.itemsize
+    offsets, counts = page.dataoffsets, page.databytecounts
+    ends = [o + n for o, n in zip(offsets, counts) if n]
+    if not ends or max(ends) > size or (page.compression == 1 and sum(counts) < need):
+        raise FuseError(
+            f"{path}: truncated TIFF: its header claims {w}x{h}x{c} ({need / 2**20:.0f} MiB of image data) "
+            f"but the file holds {size} bytes"
+        )
 
 
 def _first(value):
@@ -201,7 +217,7 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
     elif info.kind == "picture":
         if path.suffix.lower() in {".jpg", ".jpeg"} and not _jpeg_complete(path):
             raise FuseError(f"{path}: truncated JPEG (no end-of-image marker)")
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        array = _imread(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
         if array is None:
             raise FuseError(f"{path}: OpenCV cannot decode the image (corrupt or truncated)")
         if array.ndim == 3:
@@ -216,6 +232,15 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
             f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}"
         )
     return np.ascontiguousarray(_normalise(path, chw, srgb))
+
+
+def _imread(path: Path, flags: int) -> np.ndarray | None:
+    """cv2.imread for any file name (OpenCV cannot open names that are not UTF-8): decode the bytes."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise FuseError(f"{path}: cannot read the file ({e.strerror})") from None
+    return cv2.imdecode(data, flags) if data.size else None
 
 
 def _jpeg_complete(path: Path) -> bool:
@@ -282,6 +307,31 @@ def write_label(path: Path, label: np.ndarray) -> None:
         )
 
 
+#: Rec. 709 luminance weights: OpenEXR's default chromaticities, used to rebuild G from Y, RY, BY.
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def _exr_rgb(path: Path, channels: dict[str, np.ndarray]) -> np.ndarray:
+    """An EXR's channels -> (H, W, 3) RGB, as OpenEXR's RGBA interface reads them: RGB or RGBA (alpha
+    dropped), separate R, G, B, luminance/chroma (Y, RY, BY; chroma upsampled to full size) or
+    luminance alone (grey)."""
+    for key in ("RGB", "RGBA"):
+        if key in channels:
+            return channels[key][..., :3]
+    if all(c in channels for c in "RGB"):
+        return np.stack([channels[c] for c in "RGB"], axis=-1)
+    if "Y" not in channels:
+        raise FuseError(f"{path}: the EXR has no R, G, B or Y channels (it has {', '.join(channels)})")
+    y = channels["Y"]
+    if "RY" not in channels or "BY" not in channels:
+        return np.repeat(y[..., None], 3, axis=-1)
+    size = (y.shape[1], y.shape[0])
+    ry, by = (cv2.resize(channels[c], size, interpolation=cv2.INTER_LINEAR) for c in ("RY", "BY"))
+    r, b = (ry + 1) * y, (by + 1) * y
+    g = (y - _LUMA[0] * r - _LUMA[2] * b) / _LUMA[1]
+    return np.stack([r, g, b], axis=-1)
+
+
 def read_radiance(path: Path) -> np.ndarray:
     """A linear HDR radiance map (.exr through OpenEXR, .hdr through OpenCV) -> (H, W, 3) float32 >= 0."""
     suffix = path.suffix.lower()
@@ -292,19 +342,13 @@ def read_radiance(path: Path) -> np.ndarray:
 
         try:
             with OpenEXR.File(str(path)) as f:
-                channels = f.channels()
-                if "RGB" in channels:
-                    rgb = np.asarray(channels["RGB"].pixels, dtype=np.float32)
-                elif all(c in channels for c in "RGB"):
-                    rgb = np.stack([np.asarray(channels[c].pixels, dtype=np.float32) for c in "RGB"], axis=-1)
-                else:
-                    raise FuseError(f"{path}: the EXR has no R, G, B channels (it has {', '.join(channels)})")
+                rgb = _exr_rgb(path, {k: np.asarray(v.pixels, dtype=np.float32) for k, v in f.channels().items()})
         except FuseError:
             raise
         except Exception as e:
             raise FuseError(f"{path}: not a readable OpenEXR file ({e})") from None
     elif suffix == ".hdr":
-        bgr = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+        bgr = _imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
         if bgr is None:
             raise FuseError(f"{path}: not a readable Radiance .hdr file")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)

@@ -14,6 +14,7 @@ shutter of 1 s when a file's EXIF exposure is 0 (seen on the real Magic Lantern 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -77,7 +78,14 @@ def unpack_bayer(planes: np.ndarray, cfa: str) -> np.ndarray:
 def _open(path: Path, unpack: bool) -> rawpy.RawPy:
     raw = rawpy.RawPy()
     try:
-        raw.open_file(str(path))
+        try:
+            name = str(path).encode()  # LibRaw takes UTF-8 names
+        except UnicodeEncodeError:  # a name that is not UTF-8: hand LibRaw the bytes instead
+            name = None
+        if name is None:
+            raw.open_buffer(io.BytesIO(Path(path).read_bytes()))
+        else:
+            raw.open_file(str(path))
         if unpack:
             raw.unpack()
     except rawpy.LibRawFileUnsupportedError:
