@@ -89,7 +89,8 @@ def split_brackets(items: list[FrameInfo]) -> list[tuple[list[FrameInfo], str]]:
     A run of frames whose exposures (time x ISO / N^2) all differ is one bracket, however long the
     photographer took between shots. A new bracket starts where the camera, size or kind of file
     changes, or where an exposure repeats (AEB series one after another); capture-time gaps only
-    choose where, between the first frame and its repeat, the split goes.
+    choose where, between the first frame and its repeat, the split goes. A split never leaves a
+    one-frame bracket: two shots of one exposure that open a bracket stay in it (both are fused).
     """
     groups: list[tuple[list[FrameInfo], str]] = []
     start, i, why = 0, 1, "the folder's first frames"
@@ -105,7 +106,10 @@ def split_brackets(items: list[FrameInfo]) -> list[tuple[list[FrameInfo], str]]:
         if repeat is None:
             i += 1
             continue
-        p = _split_point(items, repeat + 1, i)
+        if i - start < 2:  # a split here would leave a one-frame "bracket": keep the repeat in it
+            i += 1
+            continue
+        p = _split_point(items, max(repeat + 1, start + 2), i)
         groups.append((items[start:p], why))
         start, why = p, f"{items[p].name}: a new series (the exposure of {info.name} repeats {items[repeat].name}'s)"
     groups.append((items[start:], why))

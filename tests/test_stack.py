@@ -39,7 +39,8 @@ def test_flat_folder_of_three_interleaved_brackets_is_grouped(tmp_path):
     assert [s.name for s in sources] == ["IMG_0001", "IMG_0004", "IMG_0007"]
     assert [[f.path.name for f in s.frames] for s in sources][1] == ["IMG_0004.dng", "IMG_0005.dng", "IMG_0006.dng"]
     assert sources[1].notes == (
-        "bracket 2 of 3 in the folder: IMG_0004.dng: a new series (the exposure of IMG_0004.dng repeats IMG_0001.dng's)",
+        "bracket 2 of 3 in the folder: IMG_0004.dng: a new series "
+        "(the exposure of IMG_0004.dng repeats IMG_0001.dng's)",
     )
     stack = load_stack(sources[2])
     # brightest first: the +2 EV frame (the third shot) is the reference
