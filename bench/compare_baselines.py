@@ -1,13 +1,17 @@
-"""The default model against OpenCV's MergeMertens and the best single exposure on held-out stacks.
+"""The model against the classical tools on labelled stacks synthesised from held-out radiance maps.
 
-    python bench/compare_baselines.py [--model PATH] [--count 12] [--seed 20000]
+    python bench/compare_baselines.py [--model PATH] [--pred DIR ...] [--stacks out/heldout]
 
-Scored as ``fusecli eval`` scores (fusecli.evaluate.score). Held-out stacks are synthesised in memory
-from Cannon.exr (never trained on) and procedural scenes, with seeds that neither training (0),
-validation (10000) nor samples/ (7) use, 3 frames at 1, 1/4, 1/16, 128 x 128 packed RAW. Every
-method is scored against the label with the seed's loss (black_reg
-needs fusion weights, so "total" here leaves it out for every method, and the model's black_reg is
-shown apart), PSNR and SSIM, plus MEF-SSIM (3 scales) against the stack (no label needed).
+The stacks (written once to --stacks, then reused) come from the 6 radiance maps that training
+holds out (models/default.toml, val_radiance) and Cannon.exr, none ever trained on, with seeds that
+neither training (0) nor validation (10000) use: packed-RAW brackets (DNG, the seed's 1, 1/4, 1/16,
+with its label) and display-referred brackets (8-bit PNG frames around a normal exposure, 3 and 5
+frames, camera tone curves, JPEG, ratio errors; label tone-mapped at the normal exposure). Every
+method is scored as `fusecli eval` scores it (fusecli.evaluate): PSNR and SSIM of the
+display-referred images against the label developed the same way (display_psnr, display_ssim),
+in the stack's own domain where the method gives one (psnr, ssim), and MEF-SSIM. Methods: the model,
+OpenCV's MergeMertens and enfuse as their users run them (developed 8-bit / 16-bit frames), the best
+single exposure, and any --pred folder (e.g. an older model's outputs: see bench/README.md).
 """
 
 import argparse
@@ -15,58 +19,72 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
+import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 from common import describe  # noqa: E402
 
-from fusecli.baselines import best_single, mertens  # noqa: E402
-from fusecli.dataset import synth_samples  # noqa: E402
-from fusecli.evaluate import Prediction, score  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
+from fusecli.evaluate import EvalOptions, evaluate_sources, method_names  # noqa: E402
 from fusecli.losses import LossConfig  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
+from fusecli.stack import StackOptions  # noqa: E402
+from fusecli.synth import DisplayConfig, SynthConfig, synthesise  # noqa: E402
 
-CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
+ROOT = Path(__file__).resolve().parents[1]
+CANNON = ROOT.parent / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
+KEYS = ("display_psnr", "display_ssim", "psnr", "ssim", "mef_ssim")
+
+
+def held_out_maps() -> list[Path]:
+    recipe = tomllib.loads((ROOT / "models" / "default.toml").read_text())
+    return [ROOT / p for p in recipe["data"]["val_radiance"]]
+
+
+def write_stacks(folder: Path, seed: int) -> None:
+    maps = [p for p in held_out_maps() if p.exists()]
+    if not maps or not CANNON.exists():
+        sys.exit("the held-out radiance maps are absent: this comparison needs ../shared beside the checkout")
+    synthesise(maps, folder / "raw", stacks_per_map=2, cfg=SynthConfig(width=384, height=256), seed=seed)
+    hdr = [p for p in maps if p.suffix == ".hdr"]
+    for path in synthesise(
+        hdr, folder / "display3", stacks_per_map=2, seed=seed, display=DisplayConfig(size=384, frames=3)
+    ):
+        path.rename(path.with_name(path.name + "_k3"))  # stack names unique across kinds (prediction files)
+    for path in synthesise(
+        hdr, folder / "display5", stacks_per_map=1, seed=seed + 1, display=DisplayConfig(size=384, frames=5)
+    ):
+        path.rename(path.with_name(path.name + "_k5"))  # stack names unique across kinds (prediction files)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--count", type=int, default=12)
+    ap.add_argument("--model", type=Path, default=None, help="model file (default: the bundled one)")
+    ap.add_argument("--pred", type=Path, nargs="*", default=[], help="folders of other tools' outputs")
+    ap.add_argument("--stacks", type=Path, default=ROOT / "out" / "heldout")
     ap.add_argument("--seed", type=int, default=20000)
     a = ap.parse_args()
     print(describe())
-    if not CANNON.exists():
-        sys.exit(f"{CANNON} is absent: this comparison needs ../shared beside the checkout")
+    if not (a.stacks / "raw").is_dir():
+        write_stacks(a.stacks, a.seed)
     model, sidecar = load_model(a.model)
-    loss = LossConfig(**sidecar.get("loss", {}))
-    samples = synth_samples([str(CANNON)], a.count // 2, a.count - a.count // 2, 256, a.seed)
-    results: dict[str, list[dict]] = {"model": [], "mertens": [], "best single": [], "uniform": []}
-    for s in samples:
-        frames, label = np.array(s.frames), np.array(s.label)
-        with torch.inference_mode():
-            fused, weights = model(torch.from_numpy(frames)[None], torch.from_numpy(np.array(s.ratios))[None])
-        predictions = {
-            "model": Prediction(fused[0].numpy(), weights[0].numpy()),
-            "mertens": Prediction(mertens(frames)),
-            "best single": Prediction(best_single(frames, label)[1]),
-            "uniform": Prediction(frames.mean(axis=0)),
-        }
-        for method, pred in predictions.items():
-            results[method].append(score(pred, frames, label, loss))
-    keys = ["total", "l1", "psnr", "ssim", "mef_ssim", "black_reg"]
-    print(
-        f"{len(samples)} held-out stacks ({a.count // 2} Cannon.exr crops, {a.count - a.count // 2} "
-        f"procedural), seed {a.seed}; mean over stacks"
-    )
-    print(f"{'method':<14}" + "".join(f"{k:>11}" for k in keys))
-    for method, rows in results.items():
-        cells = "".join(
-            f"{statistics.mean(r[k] for r in rows):>11.4f}" if rows[0][k] is not None else f"{'-':>11}" for k in keys
-        )
-        print(f"{method:<14}{cells}")
-    print("total = l1 + gradient_l1 + gamma*grad_sign + eta*high_smooth + lambda_luma*luma_grad (black_reg apart)")
+    loss = LossConfig.from_dict(sidecar.get("loss", {}))
+    options = EvalOptions(("model", "mertens", "enfuse", "single"), tuple(a.pred), StackOptions(align="none"))
+    names = method_names(options)
+    for kind in ("raw", "display3", "display5"):
+        sources = discover([a.stacks / kind])
+        rows = evaluate_sources(sources, model, torch.device("cpu"), loss, options)
+        print(f"\n{kind}: {len(sources)} held-out labelled stacks, mean over stacks")
+        print(f"{'method':<14}" + "".join(f"{k:>14}" for k in KEYS))
+        for method in names:
+            mine = [r for r in rows if r["method"] == method and r["status"] == "ok"]
+            cells = "".join(
+                f"{statistics.fmean(r[k] for r in mine):>14.4f}" if mine and mine[0][k] is not None else f"{'-':>14}"
+                for k in KEYS
+            )
+            failed = sum(r["method"] == method and r["status"] != "ok" for r in rows)
+            print(f"{method:<14}{cells}" + (f"  ({failed} failed)" if failed else ""))
 
 
 if __name__ == "__main__":

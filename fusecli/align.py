@@ -358,7 +358,16 @@ def align_stack(
     return aligned, motions
 
 
-def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float]) -> list[float]:
+def _quantile_map(src: np.ndarray, dst: np.ndarray, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The intensity mapping between two exposures of one scene (Grossberg & Nayar 2003): matched
+    quantiles of the same pixels in both, a monotone curve src -> dst robust to what moved. 1-D
+    arrays of equal length -> (src knots, dst knots), each increasing, for np.interp."""
+    q = np.linspace(0.0, 1.0, n)
+    a, b = np.quantile(src, q), np.quantile(dst, q)
+    return np.maximum.accumulate(a), np.maximum.accumulate(b)
+
+
+def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float], display_referred: bool = False) -> list[float]:
     """Find where frames disagree with the reference after alignment and replace those pixels, in place.
 
     frames (K, C, H, W) [0, 1] aligned, brightest first -> for each frame, the share of its pixels

@@ -113,16 +113,19 @@ def synth(
     shift: opt.Shift = 0.0,
     rotate: opt.Rotate = 0.0,
     moving_object: opt.MovingObject = False,
+    display: opt.Display = False,
+    frames: opt.Frames = 3,
 ) -> None:
     """Synthesise RAW brackets (DNG) with labels from real radiance maps and procedural scenes."""
-    from fusecli.synth import SynthConfig, synthesise
+    from fusecli.synth import DisplayConfig, SynthConfig, synthesise
 
     with user_errors():
         width, height = opt.size(size)
         cfg = SynthConfig(
             width, height, opt.ratios(ratios) or (), cfa=cfa, shift=shift, rotate=rotate, moving_object=moving_object
         )
-        written = synthesise(radiance or [], out, stacks_per_map=stacks, procedural=procedural, cfg=cfg, seed=seed)
+        shown = DisplayConfig(size=max(width, height), frames=frames) if display else None
+        written = synthesise(radiance or [], out, stacks, procedural, cfg, seed, shown)
     for folder in written:
         typer.echo(str(folder))
 

@@ -28,6 +28,12 @@ class DataConfig:
     synth_size: int = 256  # mosaic side of synthesised brackets (packed: half)
     synth_val: int = 8  # held-out synthesised brackets (other seeds), when there is no val folder
     val_radiance: list[str] = field(default_factory=list)  # radiance maps only for validation
+    display_radiance: list[str] = field(default_factory=list)  # maps for display-referred RGB brackets
+    display_per_map: int = 8  # display-referred brackets per map (synth.render_display_bracket)
+    display_procedural: int = 0
+    display_size: int = 256
+    display_frames: list[int] = field(default_factory=lambda: [3])  # K of the display-referred brackets
+    display_val: int = 8  # held-out display-referred brackets (from val_radiance, other seeds)
     crop: int = 96  # training crop side, packed pixels
     workers: int = 0  # DataLoader worker processes
 
@@ -40,6 +46,8 @@ class Sample:
     frames: np.ndarray
     ratios: np.ndarray
     label: np.ndarray
+    reference: int = 0  # the normal exposure (the seed's brackets: the 1/1 frame)
+    display: bool = False  # decoded from display-referred files (camera JPEG/PNG), not scene-referred
 
 
 def _cache_key(paths: Sequence[Path]) -> str:
@@ -108,19 +116,49 @@ def synth_samples(radiance: Sequence[str], per_map: int, procedural: int, size: 
     return samples
 
 
+def display_samples(
+    radiance: Sequence[str], per_map: int, procedural: int, size: int, frames: Sequence[int], seed: int
+) -> list[Sample]:
+    """Display-referred RGB brackets synthesised in memory (see fusecli.synth.render_display_bracket):
+    ``per_map`` per radiance map for every K of ``frames``, and ``procedural`` procedural scenes."""
+    from fusecli.io.image import read_radiance
+    from fusecli.synth import DisplayConfig, procedural_scene, render_display_bracket
+
+    samples = []
+    jobs = [(Path(p), i, k) for k in frames for p in radiance for i in range(per_map)]
+    jobs += [(None, i, k) for k in frames for i in range(procedural)]
+    maps = {p: read_radiance(p) for p in {p for p, _, _ in jobs if p is not None}}
+    for n, (path, i, k) in enumerate(jobs):
+        rng = np.random.default_rng([seed, 7, n])
+        scene = maps[path] if path is not None else procedural_scene(2 * size, 2 * size, rng)
+        b = render_display_bracket(scene, DisplayConfig(size=size, frames=k), rng)
+        name = f"{path.stem if path else 'procedural'}#display{k}.{i}"
+        samples.append(Sample(name, b.frames, b.ratios, b.label, b.reference, display=True))
+    return samples
+
+
+def _kind(s: Sample) -> tuple[int, int, bool]:
+    return s.frames.shape[0], s.frames.shape[1], s.display
+
+
 class CropDataset(Dataset):
     """Random crops with flips (and transposes of square crops) of labelled stacks. Item ``i`` is a
-    pure function of (seed, i): any process, worker or resumed run draws the same samples."""
+    pure function of (seed, i): any process, worker or resumed run draws the same samples. Stacks
+    of one kind (K, C) make a pool; the items of one step (``batch`` consecutive indices) all come
+    from one pool, the pools taking turns, so every batch stacks."""
 
-    def __init__(self, samples: Sequence[Sample], crop: int, seed: int) -> None:
-        self.samples, self.crop, self.seed = list(samples), crop, seed
+    def __init__(self, samples: Sequence[Sample], crop: int, seed: int, batch: int = 1) -> None:
+        self.crop, self.seed, self.batch = crop, seed, batch
+        kinds = sorted({_kind(s) for s in samples})
+        self.pools = [[s for s in samples if _kind(s) == kind] for kind in kinds]
 
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        s = self.samples[int(torch.randint(len(self.samples), (1,), generator=g))]
+        pool = self.pools[(index // self.batch) % len(self.pools)]
+        s = pool[int(torch.randint(len(pool), (1,), generator=g))]
         h, w = s.label.shape[-2:]
         ch, cw = min(self.crop, h), min(self.crop, w)
         y = int(torch.randint(h - ch + 1, (1,), generator=g))
@@ -134,7 +172,9 @@ class CropDataset(Dataset):
             frames, label = frames.flip(-2), label.flip(-2)
         if flip[2] and ch == cw:
             frames, label = frames.transpose(-1, -2), label.transpose(-1, -2)
-        return frames.contiguous(), torch.from_numpy(np.array(s.ratios)), label.contiguous()
+        reference = torch.tensor(s.reference, dtype=torch.long)
+        display = torch.tensor(float(s.display))
+        return frames.contiguous(), torch.from_numpy(np.array(s.ratios)), label.contiguous(), reference, display
 
 
 class StepBatches(Sampler):
@@ -152,10 +192,7 @@ class StepBatches(Sampler):
         return max(0, self.steps - self.start)
 
 
-def _check_uniform(samples: Sequence[Sample], what: str) -> None:
-    shapes = {(s.frames.shape[0], s.frames.shape[1]) for s in samples}
-    if len(shapes) > 1:
-        raise FuseError(f"{what}: stacks of different K or C ({sorted(shapes)}); train on stacks of one kind")
+def _check_labels(samples: Sequence[Sample]) -> None:
     for s in samples:
         if s.label.shape != s.frames.shape[1:]:
             raise FuseError(f"{s.name}: label {s.label.shape} does not match its frames {s.frames.shape[1:]}")
@@ -177,10 +214,17 @@ def build_datasets(d: DataConfig, seed: int, cache: Path | None) -> tuple[list[S
             maps = d.val_radiance or d.synth_radiance
             per_map = max(1, d.synth_val // (len(maps) + 1)) if maps else 0
             val = synth_samples(maps, per_map, max(1, d.synth_val - per_map * len(maps)), d.synth_size, seed + 10_000)
+    if d.display_radiance or d.display_procedural:
+        train += display_samples(
+            d.display_radiance, d.display_per_map, d.display_procedural, d.display_size, d.display_frames, seed
+        )
+        if d.display_val and d.val_radiance:
+            per_map = max(1, d.display_val // len(d.val_radiance))
+            val += display_samples(d.val_radiance, per_map, 0, d.display_size, d.display_frames[:1], seed + 10_000)
     if not train:
         raise FuseError(
             "nothing to train on: give dataset folders of labelled stacks, or radiance maps / procedural "
             "scenes to synthesise"
         )
-    _check_uniform(train + val, "training data")
+    _check_labels(train + val)
     return train, val

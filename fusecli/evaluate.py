@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
-from fusecli.baselines import best_exposed, best_single, mertens
+from fusecli.baselines import best_exposed, best_single, enfuse_display, mertens_display
 from fusecli.errors import FuseError
 from fusecli.fuse import fuse_stack
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import RAW_EXTENSIONS
 from fusecli.losses import FusionLoss, LossConfig
-from fusecli.metrics import mef_ssim, psnr, ssim
+from fusecli.metrics import MefSsim, psnr, ssim
 from fusecli.model import FuseNet
+from fusecli.outputs import display
 from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
 
 METRICS = (
@@ -36,10 +38,14 @@ METRICS = (
     "black_reg",
     "psnr",
     "ssim",
+    "display_psnr",
+    "display_ssim",
     "mef_ssim",
 )
-HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "mef_ssim"})
-BUILTIN_METHODS = ("model", "mertens", "single", "uniform")
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim"})
+BUILTIN_METHODS = ("model", "mertens", "enfuse", "single", "uniform")
+#: MEF-SSIM is scored on display-referred grey images downscaled (area) to this longest side.
+MEF_SIDE = 1024
 PRED_EXTENSIONS = (".dng", ".tif", ".tiff", ".png", ".exr", ".hdr", ".jpg", ".jpeg")
 
 
@@ -57,10 +63,13 @@ class EvalOptions:
 
 @dataclass
 class Prediction:
-    """One method's output for one stack: fused (C, H, W) float32 [0, 1]; weights (K, 1|C, H, W) or None."""
+    """One method's output for one stack: fused (C, H, W) float32 [0, 1] in the stack's domain (None
+    for tools that only give a developed picture), weights (K, 1|C, H, W) or None, and display
+    (H, W, 3|1) display-referred [0, 1] (made from ``fused`` when not given)."""
 
-    fused: np.ndarray
+    fused: np.ndarray | None
     weights: np.ndarray | None = None
+    display: np.ndarray | None = None
 
 
 @dataclass
@@ -73,6 +82,9 @@ class Case:
     label_error: str | None = None
     preds: dict[str, Prediction | str] = field(default_factory=dict)  # method -> prediction or why not
     error: str | None = None
+    frames_display: np.ndarray | None = None  # (K, H, W, 3|1) display-referred
+    label_display: np.ndarray | None = None
+    mef: MefSsim | None = None  # the stack's part of MEF-SSIM, shared by every method
 
 
 def pred_method(folder: Path) -> str:
@@ -123,32 +135,81 @@ def read_prediction(path: Path, stack: Stack, transfer: str = "auto") -> np.ndar
     return planes
 
 
-def mef_levels(height: int, width: int) -> int:
-    """MEF-SSIM scales that fit an image: 3 where both sides are >= 44, down to 1 (sides >= 11)."""
-    for levels in (3, 2, 1):
-        if min(height, width) >= 11 * 2 ** (levels - 1):
-            return levels
-    return 0
+def mef_size(height: int, width: int, side: int = MEF_SIDE) -> tuple[int, int]:
+    """(width, height) an image is scored at for MEF-SSIM: its longest side at most ``side``."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _mef_input(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) display-referred -> (C, h, w) float32 tensor, area-downscaled to MEF_SIDE."""
+    size = mef_size(*image.shape[:2])
+    small = (
+        cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        if size != image.shape[1::-1]
+        else image
+    )
+    small = small if small.ndim == 3 else small[..., None]
+    return torch.from_numpy(np.moveaxis(np.ascontiguousarray(small, dtype=np.float32), -1, 0))
+
+
+def mef_scorer(frames_display: np.ndarray) -> MefSsim | None:
+    """MEF-SSIM as photographers' tools report it (Ma, Zeng, Wang 2015, single scale, 11x11 Gaussian
+    window sigma 1.5, C2 = 0.03^2) on Rec.601 luma of display-referred images downscaled (area) to
+    a longest side of MEF_SIDE. frames_display (K, H, W, C) -> scorer, or None for images under 11 px."""
+    stack = torch.stack([_mef_input(f) for f in frames_display])[None]
+    if min(stack.shape[-2:]) < 11:
+        return None
+    return MefSsim(stack)
+
+
+def mef_ssim_display(scorer: MefSsim, fused_display: np.ndarray) -> float:
+    """The score of one display-referred (H, W, C) image against a stack's :func:`mef_scorer`."""
+    return scorer.score(_mef_input(fused_display)[None])
+
+
+def prepare_display(case: Case) -> None:
+    """The display-referred frames and label of a case, and its MEF-SSIM scorer (once per stack)."""
+    stack = case.stack
+    assert stack is not None
+    if case.frames_display is None:
+        case.frames_display = np.stack([display(f, stack) for f in stack.frames])
+        case.mef = mef_scorer(case.frames_display)
+    if case.label is not None and case.label_display is None:
+        case.label_display = display(case.label, stack)
 
 
 @torch.inference_mode()
 def score(
     pred: Prediction,
-    frames: np.ndarray,
-    label: np.ndarray | None,
+    case: Case,
     loss_config: LossConfig,
     device: torch.device | str = "cpu",
 ) -> dict[str, float | None]:
-    """Every metric of one prediction. frames (K, C, H, W), label (C, H, W) or None, all [0, 1] ->
-    {metric: value or None where it does not apply} with the keys of :data:`METRICS`."""
-    y = torch.from_numpy(np.ascontiguousarray(pred.fused, dtype=np.float32))[None].to(device)
-    f = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None].to(device)
+    """Every metric of one prediction against its case -> {metric: value or None where it does not
+    apply} with the keys of :data:`METRICS`: the seed's terms, PSNR and SSIM in the stack's domain
+    (predictions in that domain, with a label); PSNR and SSIM of the display-referred images (with a
+    label); MEF-SSIM of the display-referred images (always)."""
+    stack = case.stack
+    assert stack is not None
+    prepare_display(case)
     out: dict[str, float | None] = dict.fromkeys(METRICS)
-    levels = mef_levels(*y.shape[-2:])
-    if levels:
-        out["mef_ssim"] = float(mef_ssim(f, y, levels=levels))
-    if label is None:
+    shown = pred.display if pred.display is not None else display(pred.fused, stack)
+    if case.mef is not None:
+        out["mef_ssim"] = mef_ssim_display(case.mef, shown)
+    if case.label_display is not None:
+        y_d, l_d = (
+            torch.from_numpy(np.moveaxis(np.ascontiguousarray(a, dtype=np.float32), -1, 0))[None]
+            for a in (shown, case.label_display)
+        )
+        out["display_psnr"] = float(psnr(y_d, l_d))
+        if min(y_d.shape[-2:]) >= 11:
+            out["display_ssim"] = float(ssim(y_d, l_d))
+    label = case.label
+    if label is None or pred.fused is None:
         return out
+    y = torch.from_numpy(np.ascontiguousarray(pred.fused, dtype=np.float32))[None].to(device)
+    f = torch.from_numpy(np.ascontiguousarray(stack.frames, dtype=np.float32))[None].to(device)
     y_star = torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None].to(device)
     k = f.shape[1]
     weights = (
@@ -157,7 +218,7 @@ def score(
         else torch.full((1, k, 1, *y.shape[-2:]), 1.0 / k, device=device)
     )
     _, terms = FusionLoss(loss_config)(y, y_star, f, weights)
-    for name, value in terms.items():
+    for name, value in ((n, v) for n, v in terms.items() if n in METRICS):
         out[name] = float(value)
     if pred.weights is None:
         out["black_reg"] = None
@@ -185,8 +246,10 @@ def predict(method: str, case: Case, model: FuseNet | None, device: torch.device
         except (RuntimeError, ValueError) as e:
             raise FuseError(f"stack {stack.name}: the model cannot fuse it ({str(e).splitlines()[0]})") from None
         return Prediction(fused, weights)
-    if method == "mertens":
-        return Prediction(mertens(stack.frames))
+    if method in ("mertens", "enfuse"):
+        prepare_display(case)
+        run = mertens_display if method == "mertens" else enfuse_display
+        return Prediction(None, display=run(case.frames_display))
     if method == "single":
         k = best_single(stack.frames, case.label)[0] if case.label is not None else best_exposed(stack.frames)
         return Prediction(stack.frames[k])
@@ -261,7 +324,7 @@ def evaluate_sources(
                 t0 = time.perf_counter()
                 try:
                     pred = predict(method, case, model, device, options)
-                    metrics = score(pred, case.stack.frames, case.label, loss_config, device)
+                    metrics = score(pred, case, loss_config, device)
                 except FuseError as e:
                     case_rows.append(_row(name, method, "failed", case.label is not None, str(e)))
                     continue

@@ -60,12 +60,13 @@ def fuse_stack(
     of rows, with the same result."""
     frames = torch.from_numpy(stack.frames)[None].to(device)
     ratios = torch.tensor(stack.ratios, dtype=torch.float32)[None].to(device)
+    shown = torch.tensor([float(stack.transfer == "srgb")], device=device)  # decoded from camera JPEG/PNG
     rows = band_rows(stack.frames.shape, model.config.weight_channels(stack.frames.shape[1]), max_memory_gib)
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
+            fused, weights = model(frames, ratios, None, rows, keep_weights, shown)
     else:
-        fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights)
+        fused, weights = model(frames, ratios, None, rows, keep_weights, shown)
     out = fused[0].float()
     if not bool(torch.isfinite(out).all()):
         raise FuseError(f"stack {stack.name}: the model produced non-finite values; nothing was written")

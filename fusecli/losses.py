@@ -160,15 +160,18 @@ def black_reg(
     y_star: torch.Tensor,
     threshold: float = 0.4,
     kernel: int = 5,
+    reference: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The seed's BlackRegLoss for any K >= 2: the mean weight of frames 1..K-1 in dark flat regions.
+    """The seed's BlackRegLoss for any K >= 2: the mean weight of the frames darker than the
+    reference in the reference's dark flat regions (the seed's reference is the 1/1 frame, index 0).
 
-    dark = max over channels of the 1/1 frame <= threshold; flat = 1 - max over channels of
+    dark = max over channels of the reference frame <= threshold; flat = 1 - max over channels of
     max(|h-diff|, |w-diff|) of the label (reflection padding: one row on top, one column on the
-    left); low = dilate_blur(dark * flat); loss = sum(weights[:, 1:] * low) / (sum(low) (K-1) Cw),
-    and 0 when sum(low) is 0.
+    left); low = dilate_blur(dark * flat); loss = sum over the frames after the reference of
+    weights * low / (sum(low) x their count x Cw), and 0 when that is 0 (no dark flat pixel, or the
+    reference is the darkest frame).
     weights: (B, K, 1|C, H, W) >= 0; frames: (B, K, C, H, W) in [0, 1]; y_star: (B, C, H, W) in
-    [0, 1] -> 0-dim tensor in [0, 1] for weights in [0, 1].
+    [0, 1]; reference: (B,) frame indices (default: 0) -> 0-dim tensor in [0, 1] for weights in [0, 1].
     """
     if frames.ndim != 5 or weights.ndim != 5 or y_star.ndim != 4:
         raise ValueError(
@@ -188,15 +191,19 @@ def black_reg(
     acc = torch.promote_types(weights.dtype, torch.float32)
     with torch.no_grad():
         # The mask is a constant of the data, built in the accumulation dtype.
-        grey = frames[:, 0].to(acc).amax(dim=1, keepdim=True)
+        ref = torch.zeros(b, dtype=torch.long, device=frames.device) if reference is None else reference
+        ref_frames = frames[torch.arange(b, device=frames.device), ref]  # (B, C, H, W)
+        grey = ref_frames.to(acc).amax(dim=1, keepdim=True)
         dark = (grey <= threshold).to(acc)
+        darker = (torch.arange(k, device=frames.device)[None] > ref[:, None]).to(acc)  # (B, K)
         label = y_star.detach().to(acc)
         padded_h = F.pad(label, (0, 0, 1, 0), mode="reflect")
         padded_w = F.pad(label, (1, 0, 0, 0), mode="reflect")
         tv = torch.maximum(_dy(padded_h).abs(), _dx(padded_w).abs()).amax(dim=1, keepdim=True)
         low = dilate_blur(dark * (1.0 - tv), kernel)  # (B, 1, H, W)
-        denominator = low.sum() * ((k - 1) * cw)
-    numerator = (weights[:, 1:].to(acc) * low.unsqueeze(1)).sum()
+        denominator = (low.flatten(1).sum(dim=1) * darker.sum(dim=1)).sum() * cw
+        mask = low.unsqueeze(1) * darker[:, :, None, None, None]  # (B, K, 1, H, W)
+    numerator = (weights.to(acc) * mask).sum()
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     loss = torch.where(denominator > 0, numerator / safe, torch.zeros_like(numerator))
     return loss.to(weights.dtype)
@@ -210,8 +217,11 @@ TERM_WEIGHTS = {
     "high_smooth": "eta",
     "luma_grad": "lambda_luma",
     "black_reg": "lambda_black",
+    "mef": "lambda_mef",
 }
 TERMS = tuple(TERM_WEIGHTS)
+#: Terms that regularise training, not the image against its label: ``eval``'s total leaves them out.
+TRAINING_TERMS = ("black_reg", "mef")
 
 
 @dataclass
@@ -224,12 +234,13 @@ class LossConfig:
     h_th: float = 0.8
     lambda_luma: float = 1.0
     lambda_black: float = 0.1
+    lambda_mef: float = 0.0  # weight of 1 - MEF-SSIM of the result, for display-referred stacks (no label needed)
     black_threshold: float = 0.4
     black_kernel: int = 5
     luma_reference: Literal["frame", "label"] = "frame"
 
     def __post_init__(self) -> None:
-        for f in ("gamma", "eta", "lambda_luma", "lambda_black"):
+        for f in ("gamma", "eta", "lambda_luma", "lambda_black", "lambda_mef"):
             value = getattr(self, f)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise FuseError(f"loss configuration: {f} must be a finite number >= 0, got {value!r}")
@@ -261,11 +272,11 @@ class LossConfig:
 
     def total(self, terms: dict, with_black_reg: bool = True):
         """The weighted sum of the terms (tensors or floats); ``with_black_reg=False`` leaves out
-        the regulariser on weights (what ``eval`` compares across methods)."""
+        the training regularisers (:data:`TRAINING_TERMS`: what ``eval`` compares across methods)."""
         weights = self.weights()
         total = None
         for term in TERMS:
-            if term == "black_reg" and not with_black_reg:
+            if term in TRAINING_TERMS and (not with_black_reg or term not in terms):
                 continue
             part = terms[term] if TERM_WEIGHTS[term] is None else weights[term] * terms[term]
             total = part if total is None else total + part
@@ -274,11 +285,22 @@ class LossConfig:
     def formula(self) -> str:
         """The total as text, with this configuration's weights (``eval`` prints it)."""
         weights = self.weights()
-        image = [t if TERM_WEIGHTS[t] is None else f"{weights[t]:g}*{t}" for t in TERMS if t != "black_reg"]
-        return f"total = {' + '.join(image)} (black_reg apart; training adds {weights['black_reg']:g}*black_reg)"
+        image = [t if TERM_WEIGHTS[t] is None else f"{weights[t]:g}*{t}" for t in TERMS if t not in TRAINING_TERMS]
+        extra = " + ".join(f"{weights[t]:g}*{t}" for t in TRAINING_TERMS if weights[t] > 0)
+        return f"total = {' + '.join(image)} (black_reg apart; training adds {extra})"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def mef_loss(frames: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 - MEF-SSIM (single scale) of the sRGB-encoded result against the sRGB-encoded frames: what
+    a viewer sees of the structure each exposure holds, with no label (Ma et al. 2019 train MEF-Net
+    on it). frames (B, K, C, H, W), y (B, C, H, W), linear [0, 1], H, W >= 11 -> 0-dim tensor."""
+    from fusecli.blend import srgb_encode
+    from fusecli.metrics import mef_ssim
+
+    return 1.0 - mef_ssim(srgb_encode(frames), srgb_encode(y), levels=1)
 
 
 class FusionLoss(torch.nn.Module):
@@ -293,20 +315,35 @@ class FusionLoss(torch.nn.Module):
         self.config = config or LossConfig()
 
     def forward(
-        self, y: torch.Tensor, y_star: torch.Tensor, frames: torch.Tensor, weights: torch.Tensor
+        self,
+        y: torch.Tensor,
+        y_star: torch.Tensor,
+        frames: torch.Tensor,
+        weights: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        display: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``reference`` (B,): each stack's reference frame, its normal exposure (default 0: the
+        seed's 1/1 frame); LumaGrad and BlackReg are taken against it. ``display`` (B,): 1 for
+        display-referred stacks (camera JPEG/PNG), which alone get the MEF-SSIM term: what a viewer
+        sees of them is the fusion itself, while a scene-referred (RAW) result follows its label."""
         cfg = self.config
         if frames.ndim != 5 or frames.shape[0] != y.shape[0] or frames.shape[2:] != y.shape[1:]:
             raise ValueError(f"frames {tuple(frames.shape)} must be (B, K, C, H, W) for y {tuple(y.shape)}")
         _check_pair(y, y_star)
-        reference = frames[:, 0] if cfg.luma_reference == "frame" else y_star
+        ref = torch.zeros(y.shape[0], dtype=torch.long, device=y.device) if reference is None else reference
+        ref_frame = frames[torch.arange(y.shape[0], device=y.device), ref]
+        reference_image = ref_frame if cfg.luma_reference == "frame" else y_star
         pairs = _diff_pairs(y, y_star)  # shared by the three gradient terms
         terms = {
             "l1": l1(y, y_star),
             "gradient_l1": _gradient_l1(pairs),
             "grad_sign": _grad_sign(pairs),
             "high_smooth": _high_smooth(pairs, _highlight_masks(y_star, cfg.h_th, y.dtype)),
-            "luma_grad": luma_grad(y, reference),
-            "black_reg": black_reg(weights, frames, y_star, cfg.black_threshold, cfg.black_kernel),
+            "luma_grad": luma_grad(y, reference_image),
+            "black_reg": black_reg(weights, frames, y_star, cfg.black_threshold, cfg.black_kernel, ref),
         }
+        if cfg.lambda_mef > 0:
+            shown = torch.ones(y.shape[0], dtype=torch.bool, device=y.device) if display is None else display > 0.5
+            terms["mef"] = mef_loss(frames[shown], y[shown]) * shown.float().mean() if shown.any() else y.sum() * 0
         return cfg.total(terms), terms

@@ -76,19 +76,31 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=-3)
 
 
+def _windows(device, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1-D box and Gaussian windows (11,) of MEF-SSIM, each summing to 1."""
+    box = torch.full((_MEF_WINDOW,), 1.0 / _MEF_WINDOW, dtype=dtype, device=device)
+    x = torch.arange(_MEF_WINDOW, dtype=dtype, device=device) - _MEF_WINDOW // 2
+    g1 = torch.exp(-(x**2) / (2 * _MEF_SIGMA**2))
+    return box, g1 / g1.sum()
+
+
 def _filter(t: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Valid correlation of every map of ``t`` (B, M, H, W) with ``kernel`` (w, w) -> (B, M, H-w+1, W-w+1)."""
+    """Valid correlation of every map of ``t`` (B, M, H, W) with the separable window ``kernel``
+    (w,) x (w,) -> (B, M, H-w+1, W-w+1): a row pass then a column pass, as pytorch-msssim does."""
     b, m, h, w = t.shape
-    out = F.conv2d(t.reshape(b * m, 1, h, w), kernel[None, None])
+    k = kernel.shape[0]
+    out = F.conv2d(t.reshape(b * m, 1, h, w), kernel.view(1, 1, 1, k))
+    out = F.conv2d(out, kernel.view(1, 1, k, 1))
     return out.reshape(b, m, *out.shape[-2:])
 
 
-def _mef_ssim_single(x: torch.Tensor, f: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> torch.Tensor:
-    """One scale of MEF-SSIM. x: (B, K, H, W), f: (B, 1, H, W), both on the [0, 255] scale -> (B,)."""
+def _mef_reference(x: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What one scale of MEF-SSIM needs of the stack alone (the desired patch's statistics), so that
+    several fused images are scored against one stack at the cost of one. x: (B, K, H, W) on the
+    [0, 255] scale; box and gauss: 1-D windows (w,)."""
     k = x.shape[1]
-    n = box.numel()
     wsize = box.shape[0]
-    c = (_MEF_K * 255.0) ** 2
+    n = wsize * wsize
 
     mu = _filter(x, box)  # patch means (B, K, h, w)
     var = (_filter(x * x, box) - mu * mu).clamp_min(0.0)
@@ -102,39 +114,62 @@ def _mef_ssim_single(x: torch.Tensor, f: torch.Tensor, box: torch.Tensor, gauss:
     r = (torch.sqrt(n * var_s) + _MATLAB_EPS) / (strength.sum(dim=1, keepdim=True) + _MATLAB_EPS)
     r = torch.where(r > 1, torch.full_like(r, 1 - _MATLAB_EPS), r)
     r = torch.where(r < 0, torch.full_like(r, _MATLAB_EPS), r)
-    p = torch.tan(math.pi / 2 * r).clamp_max(10.0)
+    p = torch.tan(math.pi / 2 * r)
+    # r near 1: tan overflows to a huge value, or (rounding past pi/2 in float32) a negative one; both mean 10
+    p = torch.where((p < 0) | (p > 10.0), torch.full_like(p, 10.0), p)
 
     weight = (ed / wsize) ** p + _MATLAB_EPS
     weight = weight / weight.sum(dim=1, keepdim=True)
     a = weight / ed  # the desired patch is sum_k a_k (x_k - mu_k), rescaled to the largest strength
 
     g_x = _filter(x, gauss)
-    g_f = _filter(f, gauss)[:, 0]
-    g_ff = _filter(f * f, gauss)[:, 0]
-    g_xf = _filter(x * f, gauss)
-
     norm2 = torch.zeros_like(mu[:, 0])
     e_r2 = torch.zeros_like(mu[:, 0])
-    for i in range(k):  # pairwise second moments, accumulated so memory stays O(K) maps
-        for j in range(i, k):
-            prod = x[:, i : i + 1] * x[:, j : j + 1]
-            twice = 1.0 if i == j else 2.0
-            aa = twice * a[:, i] * a[:, j]
-            cov = _filter(prod, box)[:, 0] - mu[:, i] * mu[:, j]
-            norm2 = norm2 + aa * n * cov
-            g_prod = _filter(prod, gauss)[:, 0]
-            e_r2 = e_r2 + aa * (g_prod - mu[:, j] * g_x[:, i] - mu[:, i] * g_x[:, j] + mu[:, i] * mu[:, j])
+    for i in range(k):  # pairwise second moments, one batched filter per row i: memory O(K) maps
+        prods = x[:, i : i + 1] * x[:, i:]  # (B, K - i, H, W)
+        box_p, gauss_p = _filter(prods, box), _filter(prods, gauss)
+        for jj, j in enumerate(range(i, k)):
+            aa = (1.0 if i == j else 2.0) * a[:, i] * a[:, j]
+            norm2 = norm2 + aa * n * (box_p[:, jj] - mu[:, i] * mu[:, j])
+            e_r2 = e_r2 + aa * (gauss_p[:, jj] - mu[:, j] * g_x[:, i] - mu[:, i] * g_x[:, j] + mu[:, i] * mu[:, j])
     norm = torch.sqrt(norm2.clamp_min(0.0))
     beta = torch.where(
         norm > 0, ed.amax(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm)
     )
-
     mu1 = beta * (a * (g_x - mu)).sum(dim=1)
-    sigma1_sq = beta * beta * e_r2 - mu1 * mu1
+    return {"x": x, "mu": mu, "a": a, "beta": beta, "mu1": mu1, "sigma1_sq": beta * beta * e_r2 - mu1 * mu1}
+
+
+def _mef_score(ref: dict[str, torch.Tensor], f: torch.Tensor, gauss: torch.Tensor) -> torch.Tensor:
+    """One scale of MEF-SSIM of a fused image against a stack's :func:`_mef_reference`.
+    f: (B, 1, H, W) on the [0, 255] scale -> (B,)."""
+    c = (_MEF_K * 255.0) ** 2
+    g = _filter(torch.cat([f, f * f, ref["x"] * f], dim=1), gauss)
+    g_f, g_ff, g_xf = g[:, 0], g[:, 1], g[:, 2:]
     sigma2_sq = g_ff - g_f * g_f
-    sigma12 = beta * (a * (g_xf - mu * g_f[:, None])).sum(dim=1) - mu1 * g_f
-    q = (2 * sigma12 + c) / (sigma1_sq + sigma2_sq + c)
+    sigma12 = ref["beta"] * (ref["a"] * (g_xf - ref["mu"] * g_f[:, None])).sum(dim=1) - ref["mu1"] * g_f
+    q = (2 * sigma12 + c) / (ref["sigma1_sq"] + sigma2_sq + c)
     return q.flatten(1).mean(dim=1)
+
+
+class MefSsim:
+    """Single-scale MEF-SSIM of many fused images against one stack: the stack's part is computed
+    once (it is most of the cost). frames: (B, K, C, H, W) in [0, 1]; ``score(fused)`` with fused
+    (B, C, H, W) in [0, 1] -> float in [-1, 1], the same as ``mef_ssim(frames, fused, levels=1)``."""
+
+    def __init__(self, frames: torch.Tensor) -> None:
+        if frames.ndim != 5 or min(frames.shape[-2:]) < _MEF_WINDOW:
+            raise ValueError(f"expected frames (B, K, C, H, W) of at least 11x11, got {tuple(frames.shape)}")
+        self.shape = frames.shape
+        self.dtype = torch.promote_types(frames.dtype, torch.float32)
+        self.box, self.gauss = _windows(frames.device, self.dtype)
+        self.ref = _mef_reference(_grey(frames.to(self.dtype)) * 255.0, self.box, self.gauss)
+
+    def score(self, fused: torch.Tensor) -> float:
+        if fused.shape != (self.shape[0], *self.shape[2:]):
+            raise ValueError(f"expected fused {(self.shape[0], *self.shape[2:])}, got {tuple(fused.shape)}")
+        f = _grey(fused.to(self.dtype))[:, None] * 255.0
+        return float(_mef_score(self.ref, f, self.gauss).mean())
 
 
 def _downsample(t: torch.Tensor) -> torch.Tensor:
@@ -148,7 +183,8 @@ def mef_ssim(frames: torch.Tensor, fused: torch.Tensor, levels: int = 3) -> torc
     """MEF-SSIM (Ma, Zeng, Wang 2015): how well ``fused`` keeps the best local structure of the stack.
 
     Computed on grey images (Rec.601 luma for C = 3, the channel mean otherwise) on the [0, 255]
-    scale, in float64, at ``levels`` scales combined as a weighted product (negative scale scores are
+    scale, in the inputs' dtype (at least float32; differentiable, so it can be a training loss), at
+    ``levels`` scales combined as a weighted product (negative scale scores are
     clamped to 0 before the product). 1 means the fused image has, everywhere, the structure of the
     consistency-weighted stack at the strongest contrast found in the stack.
     frames: (B, K, C, H, W) in [0, 1]; fused: (B, C, H, W) in [0, 1]; min(H, W) >= 11 * 2^(levels-1)
@@ -168,19 +204,16 @@ def mef_ssim(frames: torch.Tensor, fused: torch.Tensor, levels: int = 3) -> torc
             f"{tuple(fused.shape[-2:])}"
         )
 
-    dev, f64 = fused.device, torch.float64
+    dev, f64 = fused.device, torch.promote_types(fused.dtype, torch.float32)
     x = _grey(frames.to(f64)) * 255.0  # (B, K, H, W)
     f = _grey(fused.to(f64))[:, None] * 255.0  # (B, 1, H, W)
-    box = torch.full((_MEF_WINDOW, _MEF_WINDOW), 1.0 / _MEF_WINDOW**2, dtype=f64, device=dev)
-    g1 = torch.exp(-((torch.arange(_MEF_WINDOW, dtype=f64, device=dev) - _MEF_WINDOW // 2) ** 2) / (2 * _MEF_SIGMA**2))
-    gauss = torch.outer(g1, g1)
-    gauss = gauss / gauss.sum()
+    box, gauss = _windows(dev, f64)
 
     weights = torch.tensor(_MEF_SCALE_WEIGHTS[:levels], dtype=f64, device=dev)
     weights = weights / weights.sum()
     score = torch.ones(x.shape[0], dtype=f64, device=dev)
     for level in range(levels):
-        q = _mef_ssim_single(x, f, box, gauss)
+        q = _mef_score(_mef_reference(x, box, gauss), f, gauss)
         score = score * q.clamp_min(0.0) ** weights[level] if levels > 1 else q
         if level + 1 < levels:
             x, f = _downsample(x), _downsample(f)

@@ -1,28 +1,15 @@
 """The fusion network and its model files.
 
-FuseNet predicts, for every pixel, one weight per exposure (``weight_mode="frame"``) or per exposure
-and channel (``"channel"``), softmax-normalised over the K frames; the fused image is the weighted
-sum of the frames. The design follows MEF-Net (Ma et al. 2019) for speed at any resolution:
-
-1. the stack is area-downsampled so its longest side is about ``lowres`` pixels;
-2. a small network shared by every frame (so any K works) turns per-frame features into weight
-   logits at that low resolution. Its inputs do not depend on the channel count C: the mean, max and
-   min over channels, the log of the exposure-normalised brightness (an estimate of scene radiance)
-   and the log of the frame's ratio. Each layer also sees the mean over frames of the previous
-   layer (DeepSets-style cross-frame context), so the network is equivariant to the order of the
-   frames when their ratios come with them;
-3. a fast guided filter (He & Sun 2015) brings the logits back to full resolution, guided by each
-   frame's own brightness, so edges stay sharp; the full-resolution work is a few element-wise
-   passes: two bilinear upsamplings, one multiply-add, the softmax and the weighted sum.
-
-Per-channel weights (``weight_mode="channel"``) add a small head shared by every channel: from the
-frame's features and that channel's own value and exposure-normalised log value, it corrects the
-frame's logit per channel. So a channel that clipped in the 1/1 frame (green first, on most sensors)
-can come from a darker frame while the others do not, which keeps colour ratios in highlights, and
-the same weights file still works for any C.
+FuseNet predicts, for every pixel, one weight per exposure (``weight_mode="frame"``) or per
+exposure and channel (``"channel"``), softmax-normalised over the K frames, and blends the frames
+with them across a Laplacian pyramid. The weights are exposure fusion's (Mertens et al. 2007:
+contrast x saturation x well-exposedness, computed on the display-encoded frames) times a learned,
+smooth correction; the network starts from the classical result (a zero correction) and learns
+where to depart from it. README.md ("Fusing", "The network") says what it does; docs/design.md
+("Fusion") why.
 
 A model file is ``NAME.safetensors`` (weights; loading never unpickles) plus ``NAME.json`` (format,
-architecture, supported C and K, input domain, loss configuration, training data, fusecli version).
+architecture, supported C and K, input domains, loss configuration, training data, fusecli version).
 """
 
 from __future__ import annotations
@@ -39,11 +26,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fusecli import __version__, config
+from fusecli.blend import area_down, pyramid_blend, quality_measures, srgb_decode, srgb_encode
 from fusecli.errors import FuseError
 
 FORMAT = "fusecli-model"
-FORMAT_VERSION = 1
-N_FEATURES = 5
+FORMAT_VERSION = 2
+ARCHITECTURE = "FuseNet-pyramid"
+N_FEATURES = 9
+#: The reference frame is the one an auto-exposure would have chosen: its median display-referred
+#: brightness nearest this mid-grey (18 % grey in sRGB).
+MID_GREY = 0.46
 
 
 @dataclass
@@ -52,15 +44,14 @@ class ModelConfig:
 
     width: int = 24
     depth: int = 5  # dilated 3x3 layers after the first one (dilations 1, 2, 4, 8, ...)
-    weight_mode: Literal["frame", "channel"] = "frame"
+    weight_mode: Literal["frame", "channel"] = "channel"
     lowres: int = 128  # longest side of the stack the network sees
-    gf_radius: int = 1  # guided filter radius, in low-resolution pixels
-    gf_eps: float = 1e-3  # guided filter regularisation (guide in [0, 1])
+    blend_side: int = 1600  # longest side up to which the pyramid blend runs at full resolution
 
     def __post_init__(self) -> None:
         if self.weight_mode not in ("frame", "channel"):
             raise FuseError(f"model configuration: weight_mode must be 'frame' or 'channel', got {self.weight_mode!r}")
-        if self.width < 1 or self.depth < 0 or self.lowres < 8 or self.gf_radius < 0 or self.gf_eps <= 0:
+        if self.width < 1 or self.depth < 0 or self.lowres < 8 or self.blend_side < self.lowres:
             raise FuseError(f"model configuration: invalid sizes in {self}")
 
     @classmethod
@@ -70,13 +61,6 @@ class ModelConfig:
     def weight_channels(self, c: int) -> int:
         """Weight maps per frame for a stack of C channels: 1 (per frame) or C (per frame and channel)."""
         return 1 if self.weight_mode == "frame" else c
-
-
-def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window of in-image pixels. x: (N, C, H, W) -> same shape."""
-    if r == 0:
-        return x
-    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
 def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
@@ -91,27 +75,11 @@ def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
     return m.to(device=like.device, dtype=like.dtype)
 
 
-def guided_coefficients(
-    guide_lr: torch.Tensor, target_lr: torch.Tensor, r: int, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-resolution fit target ~ A * guide + b of the guided filter (He et al. 2010), box-averaged.
-
-    guide_lr (N, 1, h, w), target_lr (N, M, h, w) -> A, b (N, M, h, w).
-    """
-    mean_i = _box(guide_lr, r)
-    mean_p = _box(target_lr, r)
-    cov = _box(guide_lr * target_lr, r) - mean_i * mean_p
-    var = _box(guide_lr * guide_lr, r) - mean_i * mean_i
-    a = cov / (var + eps)
-    b = mean_p - a * mean_i
-    return _box(a, r), _box(b, r)
-
-
 def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> torch.Tensor:
     """Bilinear upsampling (align_corners=False) of (N, M, h, w) to (height, width), only for output
     ``rows``: exactly the rows a whole-image upsampling would give, so banded and whole-image results
     agree. Vertically a (rows, h) interpolation matrix (small); horizontally PyTorch's linear
-    interpolation, O(rows * width) (a dense (w, width) matrix product cost 30x more at 12 MP)."""
+    interpolation, O(rows * width)."""
     n, m, h, w = coef.shape
     wy = _interp_matrix(height, h, coef)[rows]
     tall = wy @ coef  # (rows, h) @ (N, M, h, w) -> (N, M, rows, w)
@@ -121,39 +89,77 @@ def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> t
     return wide.view(n, m, -1, width)
 
 
-def fast_guided_filter(
-    guide_lr: torch.Tensor, target_lr: torch.Tensor, guide_hr: torch.Tensor, r: int, eps: float
+def reference_frame(frames: torch.Tensor) -> torch.Tensor:
+    """The normal exposure of each stack: the frame whose median display-referred brightness is
+    nearest :data:`MID_GREY` (what an auto-exposure picks; the brighter frame on a tie).
+    frames (B, K, C, h, w) linear [0, 1], brightest first -> (B,) long indices."""
+    grey = srgb_encode(frames.detach()).mean(dim=2).flatten(2)  # (B, K, h*w)
+    median = grey.median(dim=-1).values
+    return (median - MID_GREY).abs().argmin(dim=1)
+
+
+#: Log-weight taken from a frame where any channel clipped and a darker frame did not (see clip_penalty).
+CLIP_PENALTY = 12.0
+
+
+def clip_penalty(encoded: torch.Tensor) -> torch.Tensor:
+    """Where a frame clipped in any channel and a darker frame holds the pixel unclipped, the frame
+    gives way: a weighted sum of frames that are not scaled by exposure cannot keep the colour of a
+    partly clipped pixel (its clipped channel is too low), so a clipped frame there casts its hue
+    (the pink highlights of the demo). Ramps in over the top 5 % of the encoded range, per frame
+    (every channel alike, so colour comes from one exposure).
+
+    encoded (B, K, C, H, W) display-encoded [0, 1], brightest first -> (B, K, 1, H, W) >= 0 (a
+    constant: no gradient)."""
+    with torch.no_grad():
+        clipped = ((encoded.amax(dim=2, keepdim=True) - 0.95) / 0.05).clamp(0.0, 1.0)
+        unclipped = 1.0 - clipped
+        # the best unclipped share among the darker frames j > k: a reverse running maximum, shifted
+        later = unclipped.flip(1).cummax(dim=1).values.flip(1)
+        later = torch.cat([later[:, 1:], torch.zeros_like(later[:, :1])], dim=1)
+        return CLIP_PENALTY * clipped * later
+
+
+def frame_features(
+    frames: torch.Tensor, ratios: torch.Tensor, reference: torch.Tensor, display_referred: torch.Tensor
 ) -> torch.Tensor:
-    """Fast guided filter (He & Sun 2015): fit target ~ A * guide + b at low resolution, apply at full
-    resolution. guide_lr (N, 1, h, w), target_lr (N, M, h, w), guide_hr (N, 1, H, W) -> (N, M, H, W).
-    kornia's guided_blur takes full-resolution inputs (its subsample option resamples them again);
-    here the target is born at low resolution, so the low-resolution fit is done directly.
-    """
-    a, b = guided_coefficients(guide_lr, target_lr, r, eps)
-    height, width = guide_hr.shape[-2:]
-    rows = slice(0, height)
-    return torch.addcmul(upsample_rows(b, rows, height, width), upsample_rows(a, rows, height, width), guide_hr)
-
-
-def frame_features(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
     """Per-frame inputs of the network, independent of C.
 
-    frames (B, K, C, h, w) in [0, 1]; ratios (B, K) in (0, 1] -> (B, K, 5, h, w): channel mean,
-    max and min, log2 of the exposure-normalised mean / 16, log2(ratio) / 8.
+    frames (B, K, C, h, w) linear [0, 1]; ratios (B, K) in (0, 1]; reference (B,); display_referred
+    (B,) 1 for frames decoded from camera JPEG/PNG (through a camera tone curve), 0 for
+    scene-referred ones (RAW, linear TIFF) -> (B, K, 9, h, w): channel mean, max and min, log2 of the
+    exposure-normalised mean / 16, log2 of the exposure relative to the reference frame / 8, exposure
+    fusion's log contrast, saturation and well-exposedness / 16
+    (:func:`fusecli.blend.quality_measures`), and the domain flag.
     """
     mean = frames.mean(dim=2, keepdim=True)
     feats = [mean, frames.amax(dim=2, keepdim=True), frames.amin(dim=2, keepdim=True)]
-    log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
-    feats.append((torch.log2(mean + 1.0 / 1024) - log_ratio) / 16.0)
-    feats.append((log_ratio / 8.0).expand_as(mean))
+    log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)
+    rel = log_ratio - log_ratio.gather(1, reference[:, None])
+    feats.append((torch.log2(mean + 1.0 / 1024) - log_ratio[:, :, None, None, None]) / 16.0)
+    feats.append((rel[:, :, None, None, None] / 8.0).expand_as(mean))
+    feats.append(quality_measures(srgb_encode(frames)) / 16.0)
+    feats.append(display_referred.to(frames.dtype)[:, None, None, None, None].expand_as(mean))
     return torch.cat(feats, dim=2)
 
 
 class FuseNet(nn.Module):
     """forward(frames, ratios) -> (fused, weights).
 
-    frames (B, K, C, H, W) in [0, 1], brightest first; ratios (B, K) in (0, 1] -> fused (B, C, H, W)
-    in [0, 1] and weights (B, K, 1 or C, H, W), >= 0, summing to 1 over K at every pixel.
+    frames (B, K, C, H, W) linear [0, 1], brightest first; ratios (B, K) in (0, 1] -> fused
+    (B, C, H, W) linear [0, 1] and weights (B, K, 1 or C, H, W), >= 0, summing to 1 over K.
+
+    1. Up to ``blend_side`` (longest side), the stack is area-downsampled to the blend size.
+    2. At the blend size, exposure fusion's log weight of every frame (the classical prior) is
+       computed on the display-encoded frames.
+    3. A small network shared by every frame (any K) sees the stack at ``lowres`` and predicts a
+       correction to those log weights, per frame (and per channel), upsampled smoothly; each layer
+       also sees the mean over frames of the previous layer (DeepSets-style context). The last
+       layers start at zero, so an untrained network is exposure fusion.
+    4. The display-encoded frames are blended across a Laplacian pyramid with the softmax of the
+       corrected log weights, and decoded back to linear.
+    5. Above the blend size, the detail the blend size cannot hold (each frame minus its
+       downsampled self) is added at full resolution with the smooth weights (in bands of rows).
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -163,10 +169,14 @@ class FuseNet(nn.Module):
         self.inp = nn.Conv2d(2 * N_FEATURES, w, 3, padding=1)
         self.layers = nn.ModuleList(nn.Conv2d(2 * w, w, 3, padding=2**i, dilation=2**i) for i in range(cfg.depth))
         self.out = nn.Conv2d(2 * w, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         if (
             cfg.weight_mode == "channel"
         ):  # shared by every channel: (frame features, channel value, log value) -> correction
             self.channel_head = nn.Sequential(nn.Conv2d(2 * w + 2, w, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, 1, 1))
+            nn.init.zeros_(self.channel_head[2].weight)
+            nn.init.zeros_(self.channel_head[2].bias)
 
     @staticmethod
     def _with_context(h: torch.Tensor, b: int, k: int) -> torch.Tensor:
@@ -175,10 +185,13 @@ class FuseNet(nn.Module):
         ctx = hk.mean(dim=1, keepdim=True).expand_as(hk)
         return torch.cat([hk, ctx], dim=2).flatten(0, 1)
 
-    def logits(self, frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
-        """Low-resolution weight logits. frames (B, K, C, h, w), ratios (B, K) -> (B, K, Cw, h, w)."""
+    def correction(
+        self, frames: torch.Tensor, ratios: torch.Tensor, reference: torch.Tensor, display_referred: torch.Tensor
+    ) -> torch.Tensor:
+        """Low-resolution correction of the log weights. frames (B, K, C, h, w) linear [0, 1], ratios
+        (B, K), reference (B,), display_referred (B,) -> (B, K, Cw, h, w)."""
         b, k = frames.shape[:2]
-        h = frame_features(frames, ratios).flatten(0, 1)
+        h = frame_features(frames, ratios, reference, display_referred).flatten(0, 1)
         h = F.leaky_relu(self.inp(self._with_context(h, b, k)), 0.2)
         for layer in self.layers:
             h = F.leaky_relu(layer(self._with_context(h, b, k)), 0.2) + h
@@ -188,9 +201,7 @@ class FuseNet(nn.Module):
             return logits
         c = frames.shape[2]
         log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
-        per_channel = torch.stack(
-            [frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3
-        )  # (B, K, C, 2, h, w)
+        per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3)
         shared = h.view(b, k, 1, *h.shape[1:]).expand(b, k, c, *h.shape[1:])
         x = torch.cat([shared, per_channel], dim=3).flatten(0, 2)
         return logits + self.channel_head(x).view(b, k, c, *h.shape[-2:])
@@ -205,40 +216,73 @@ class FuseNet(nn.Module):
             raise FuseError(f"a stack needs at least 2 frames, got K = {frames.shape[1]}")
 
     def forward(
-        self, frames: torch.Tensor, ratios: torch.Tensor, band_rows: int | None = None, keep_weights: bool = True
+        self,
+        frames: torch.Tensor,
+        ratios: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        band_rows: int | None = None,
+        keep_weights: bool = True,
+        display_referred: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``band_rows`` processes the full-resolution stage in bands of that many rows (the result
-        is the same); ``keep_weights=False`` returns no weights (saves K maps of memory)."""
+        """``reference`` (B,) is each stack's normal exposure (default: :func:`reference_frame`);
+        ``display_referred`` (B,) says which stacks were decoded from camera JPEG/PNG (default: none);
+        ``band_rows`` processes the full-resolution stage in bands of that many rows (the result is
+        the same); ``keep_weights=False`` returns no weights (saves K maps of memory)."""
         self.check_input(frames, ratios)
         b, k, c, height, width = frames.shape
-        factor = max(1, math.ceil(max(height, width) / self.config.lowres))
-        flat = frames.flatten(0, 1)
-        small = F.avg_pool2d(flat, factor, ceil_mode=True) if factor > 1 else flat
-        logits_lr = self.logits(small.view(b, k, c, *small.shape[-2:]), ratios)
-        coef_a, coef_b = guided_coefficients(
-            small.mean(dim=1, keepdim=True), logits_lr.flatten(0, 1), self.config.gf_radius, self.config.gf_eps
+        blend_factor = max(1, math.ceil(max(height, width) / self.config.blend_side))
+        x_b = area_down(frames.flatten(0, 1), blend_factor)
+        hb, wb = x_b.shape[-2:]
+        x_b = x_b.view(b, k, c, hb, wb)
+        net_factor = max(1, math.ceil(max(hb, wb) / self.config.lowres))
+        small = area_down(x_b.flatten(0, 1), net_factor)
+        small = small.view(b, k, c, *small.shape[-2:])
+        if reference is None:
+            reference = reference_frame(small)
+        if display_referred is None:
+            display_referred = torch.zeros(b, device=frames.device)
+        delta = self.correction(small, ratios, reference, display_referred)
+        if delta.shape[-2:] != (hb, wb):
+            delta = F.interpolate(delta.flatten(0, 1), size=(hb, wb), mode="bilinear", align_corners=False)
+            delta = delta.view(b, k, -1, hb, wb)
+        encoded = srgb_encode(x_b)
+        prior = quality_measures(encoded).sum(dim=2, keepdim=True) - clip_penalty(encoded)  # (B, K, 1, hb, wb)
+        weights = torch.softmax(prior + delta, dim=1)
+        base = srgb_decode(pyramid_blend(encoded, weights))  # (B, C, hb, wb) linear
+        if blend_factor == 1:
+            return base, (weights if keep_weights else None)
+        return self._detail(frames, x_b, base, weights, band_rows, keep_weights)
+
+    def _detail(self, frames, x_b, base, weights, band_rows, keep_weights):
+        """Full resolution: the blended base, upsampled, plus each frame's detail above the blend
+        size weighted by its (upsampled) weight times the display encoding's local gain (so detail
+        keeps the contrast it had in the blend). Shapes as :meth:`forward`'s; in bands of rows."""
+        b, k, c, height, width = frames.shape
+        hb, wb = x_b.shape[-2:]
+        # d enc / dx ~ x^(1/2.4 - 1): a frame's linear detail at brightness x shows as gain * detail at
+        # the fused brightness.
+        gain = ((x_b.mean(dim=2, keepdim=True) + 1e-3) / (base.mean(dim=1, keepdim=True)[:, None] + 1e-3)) ** (
+            1 / 2.4 - 1
         )
+        coef = (weights * gain.clamp(0.25, 4.0)).flatten(1, 2)  # (B, K*Cw, hb, wb)
+        cw = weights.shape[2]
+        low = (base - (coef.view(b, k, cw, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
         step = band_rows or height
-        bands_fused, bands_weights = [], []
+        fused_bands, weight_bands = [], []
         for y0 in range(0, height, step):
             rows = slice(y0, min(height, y0 + step))
+            fused = upsample_rows(low, rows, height, width)
+            c_up = upsample_rows(coef, rows, height, width).view(b, k, cw, -1, width)
             band = frames[..., rows, :]
-            guide = band.flatten(0, 1).mean(dim=1, keepdim=True)
-            logits = torch.addcmul(
-                upsample_rows(coef_b, rows, height, width), upsample_rows(coef_a, rows, height, width), guide
-            )
-            weights = torch.softmax(logits.view(b, k, -1, *guide.shape[-2:]), dim=1)
-            fused = weights[:, 0] * band[:, 0]
-            for j in range(1, k):  # frame by frame: no (B, K, C, rows, W) product in memory
-                fused = torch.addcmul(fused, weights[:, j], band[:, j])
-            bands_fused.append(fused)
+            for j in range(k):  # frame by frame: no (B, K, C, rows, W) product in memory
+                fused = torch.addcmul(fused, c_up[:, j], band[:, j])
+            fused_bands.append(fused)
             if keep_weights:
-                bands_weights.append(weights)
-        fused = torch.cat(bands_fused, dim=-2) if len(bands_fused) > 1 else bands_fused[0]
+                weight_bands.append(upsample_rows(weights.flatten(1, 2), rows, height, width).view(b, k, cw, -1, width))
+        fused = torch.cat(fused_bands, dim=-2) if len(fused_bands) > 1 else fused_bands[0]
         if not keep_weights:
             return fused, None
-        weights = torch.cat(bands_weights, dim=-2) if len(bands_weights) > 1 else bands_weights[0]
-        return fused, weights
+        return fused, (torch.cat(weight_bands, dim=-2) if len(weight_bands) > 1 else weight_bands[0])
 
 
 # --- model files ----------------------------------------------------------------------------------
@@ -267,7 +311,7 @@ def save_model(path: Path, model: FuseNet, meta: dict | None = None) -> tuple[Pa
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fusecli_version": __version__,
-        "architecture": {"name": "FuseNet", **asdict(model.config)},
+        "architecture": {"name": ARCHITECTURE, **asdict(model.config)},
         "supports": {"channels": "any", "frames": "any K >= 2"},
         "input_domain": "frames (B, K, C, H, W) linear in [0, 1], not scaled by exposure, brightest first, "
         "with ratios (B, K) <= 1",
@@ -309,7 +353,7 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
         raise FuseError(f"{weights_path}: model file not found")
     sidecar = read_sidecar(json_path)
     arch = dict(sidecar.get("architecture", {}))
-    if arch.pop("name", None) != "FuseNet":
+    if arch.pop("name", None) != ARCHITECTURE:
         raise FuseError(f"{json_path}: unknown architecture {sidecar.get('architecture', {}).get('name')!r}")
     model = FuseNet(ModelConfig.from_dict(arch, source=str(json_path)))
     try:

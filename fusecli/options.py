@@ -112,6 +112,8 @@ SynthRatios = _opt(str, "--ratios", help="Exposure ratios, brightest first.")
 Cfa = _opt(Optional[str], "--cfa", help="CFA phase (RGGB, BGGR, GRBG, GBRG); random per stack if not given.")
 Shift = _opt(float, "--shift", min=0.0, help="Handheld: move each later frame by up to this many pixels in x and y.")
 Rotate = _opt(float, "--rotate", min=0.0, help="Handheld: turn each later frame by up to this many degrees.")
+Display = _opt(bool, "--display", help="Display-referred brackets: 8-bit PNG frames around a normal exposure.")
+Frames = _opt(int, "--frames", min=2, help="Frames per display-referred bracket.")
 MovingObject = _opt(bool, "--moving-object", help="Add a small object that moves between frames (a ghost).")
 
 # --- train ---------------------------------------------------------------------------------------

@@ -96,6 +96,16 @@ def render_raw(planes: np.ndarray, camera: CameraInfo, linear: bool = False) -> 
     return orient(rgb if linear else colour.linear_to_srgb(rgb), camera.orientation)
 
 
+def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
+    """What a viewer shows of (C, H, W) linear [0, 1] in a stack's domain -> (H', W', 3 or 1) float32
+    display-referred [0, 1], upright: RAW developed as the TIFF/JPEG outputs are (demosaic, white
+    balance, camera matrix, sRGB curve); RGB and mono with the sRGB curve (for frames decoded from
+    sRGB files, the values as stored)."""
+    if stack.kind == "raw" and stack.camera is not None:
+        return render_raw(chw, stack.camera)
+    return colour.linear_to_srgb(np.moveaxis(chw, 0, -1))
+
+
 def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to an (H, W, ...) image."""
     ops = {

@@ -93,9 +93,13 @@ def contact_sheet(case: Case, predictions: Sequence[tuple[str, Prediction]], row
             f"{method}"
             + (f"  {metrics['psnr']:.2f} dB" if metrics.get("psnr") is not None else "")
             + (f"  mef {metrics['mef_ssim']:.3f}" if metrics.get("mef_ssim") is not None else "")
+            + (f"  {metrics['display_psnr']:.1f} dB disp" if metrics.get("display_psnr") is not None else "")
         )
-        row = [(display_rgb(pred.fused, stack), caption)]
-        if case.label is not None:
+        shown = pred.display if pred.display is not None else display_rgb(pred.fused, stack)
+        if shown.shape[-1] == 1:
+            shown = np.repeat(shown, 3, axis=-1)
+        row = [(shown, caption)]
+        if case.label is not None and pred.fused is not None:
             err = np.abs(pred.fused - case.label).mean(axis=0)
             err8 = np.round(np.clip(err * ERROR_SCALE, 0, 1) * 255).astype(np.uint8)
             coloured = cv2.applyColorMap(err8, cv2.COLORMAP_INFERNO)[..., ::-1].astype(np.float32) / 255

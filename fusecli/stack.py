@@ -473,7 +473,8 @@ def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = Tru
     with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
     frames, motion = align.align_stack(stack.frames, stack.ratios, mode)
     if deghost:
-        for m, share in zip(motion, align.deghost(frames, stack.ratios)):
+        shares = align.deghost(frames, stack.ratios, display_referred=stack.transfer == "srgb")
+        for m, share in zip(motion, shares):
             m.ghost_share = share
     return dataclasses.replace(stack, frames=frames, motion=tuple(motion))
 

@@ -30,7 +30,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fusecli.colour import RGB_TO_XYZ
+from fusecli.colour import RGB_TO_XYZ, linear_to_srgb, srgb_to_linear
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import read_radiance, write_label
@@ -349,9 +349,11 @@ def synthesise(
     procedural: int = 0,
     cfg: SynthConfig | None = None,
     seed: int = 0,
+    display: DisplayConfig | None = None,
 ) -> list[Path]:
     """Write ``stacks_per_map`` brackets per radiance map plus ``procedural`` procedural ones into
-    ``out`` (one folder each); returns the folders written."""
+    ``out`` (one folder each); returns the folders written. RAW brackets (DNG), or with ``display``
+    display-referred ones (PNG frames around a normal exposure)."""
     cfg = cfg or SynthConfig()
     out = Path(out)
     jobs: list[tuple[str, Path | None]] = [
@@ -375,8 +377,155 @@ def synthesise(
             radiance = cache[path]
         counts[stem] = counts.get(stem, 0) + 1
         folder = out / f"{stem.lower()}_{counts[stem]:03d}"
-        bracket = render_bracket(radiance, cfg, rng, source=str(path.name if path else "procedural"))
-        bracket.params["seed"] = [seed, i]
-        write_bracket(folder, bracket)
+        if display is not None:
+            shown = render_display_bracket(radiance, display, rng)
+            shown.params["seed"] = [seed, i]
+            write_display_bracket(folder, shown)
+        else:
+            bracket = render_bracket(radiance, cfg, rng, source=str(path.name if path else "procedural"))
+            bracket.params["seed"] = [seed, i]
+            write_bracket(folder, bracket)
         written.append(folder)
     return written
+
+
+# --- display-referred brackets (camera JPEGs, PNGs, TIFFs from raw converters) ---------------------
+
+
+#: Camera tone curves, linear [0, 1] -> display [0, 1]: what phones and cameras put in their JPEGs.
+def _curve_srgb(x: np.ndarray) -> np.ndarray:
+    return linear_to_srgb(x)
+
+
+def _curve_gamma_shoulder(x: np.ndarray) -> np.ndarray:
+    """A soft shoulder on linear values (extended Reinhard, white at 1), then gamma 2.2: highlights
+    roll off as most camera JPEG engines do; mid-grey 0.18 lands at 0.54 (sRGB: 0.46)."""
+    x = np.clip(x, 0, 1)
+    shouldered = x * (1 + x / 4) / (1 + x) / 0.625
+    return (np.clip(shouldered, 0, 1) ** (1 / 2.2)).astype(np.float32)
+
+
+def _curve_filmic(x: np.ndarray) -> np.ndarray:
+    """Hable's filmic curve (Uncharted 2) scaled so that 1 maps to 1, then sRGB-encoded."""
+
+    def hable(v):
+        a, b, c, d, e, f = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30
+        return ((v * (a * v + c * b) + d * e) / (v * (a * v + b) + d * f)) - e / f
+
+    w = 4.0
+    return linear_to_srgb(np.clip(hable(np.clip(x, 0, 1) * w) / hable(w), 0, 1))
+
+
+CAMERA_CURVES = {"srgb": _curve_srgb, "gamma_shoulder": _curve_gamma_shoulder, "filmic": _curve_filmic}
+
+
+@dataclass
+class DisplayConfig:
+    """Display-referred brackets: K frames around a normal exposure, through a camera tone curve,
+    8-bit and (sometimes) JPEG. Ranges are (low, high) sampled uniformly."""
+
+    size: int = 256
+    frames: int = 3
+    ev_step: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0)
+    phone_share: float = 0.3  # brackets whose reference is the brightest frame (EV0, -2, -4), as phones shoot
+    key: tuple[float, float] = (-1.0, 1.0)  # the normal exposure puts the median at 0.18 x 2^this
+    jpeg_share: float = 0.6
+    jpeg_quality: tuple[int, int] = (70, 96)
+    ratio_error_ev: float = 1.0 / 3.0  # ratios passed on are off by up to this many EV
+    noise: tuple[float, float] = (0.0, 0.01)  # read noise std, linear units
+    scale: tuple[float, float] = (0.5, 1.0)
+    shadow_knee: float = 0.05  # below this (reference units) the label lifts shadows from brighter frames
+    shadow_slope: float = 0.6
+    highlight_knee: float = 0.5
+    detail_radius: int = 8
+
+
+@dataclass
+class DisplayBracket:
+    """One display-referred bracket in memory: frames and label as fusecli decodes them (sRGB
+    inverse of the stored 8-bit values), brightest first."""
+
+    frames: np.ndarray  # (K, 3, H, W) float32 [0, 1]
+    ratios: np.ndarray  # (K,) as passed on (with the ratio error), first 1
+    label: np.ndarray  # (3, H, W) float32 [0, 1]
+    reference: int  # index of the normal exposure
+    params: dict = field(default_factory=dict)
+
+
+def _tone_map_base(base: np.ndarray, cfg: DisplayConfig, lift_max: float, e_max: float) -> np.ndarray:
+    """A global monotone curve on log brightness (reference units): shadows below the knee lifted
+    with slope ``shadow_slope`` (by at most ``lift_max``), highlights above the knee compressed
+    logarithmically to reach 1 where the darkest frame clips (``e_max``)."""
+    knee = math.log(cfg.shadow_knee)
+    lifted = np.where(base < knee, base + np.minimum((1 - cfg.shadow_slope) * (knee - base), math.log(lift_max)), base)
+    high = np.log(np.maximum(_highlight_curve(np.exp(lifted), cfg.highlight_knee, max(e_max, 1.01)), 1e-9))
+    return np.where(np.exp(lifted) > cfg.highlight_knee, high, lifted)
+
+
+def render_display_bracket(radiance: np.ndarray, cfg: DisplayConfig, rng: np.random.Generator) -> DisplayBracket:
+    """Synthesise one display-referred bracket from a radiance map (H, W, 3) >= 0, linear Rec.709.
+
+    The normal exposure (the reference) puts the scene's median at about 18 % grey; the other frames
+    are ``ev_step`` apart around it (or all darker, as phones shoot). Each frame is the clipped
+    scene at its exposure with read noise, through one camera tone curve, 8-bit, and JPEG-compressed
+    for a share of brackets. The label tone-maps the clean scene at the reference exposure (base and
+    detail, Durand & Dorsey 2002): highlights compressed from the darker frames, shadows lifted from
+    the brighter ones, detail kept, through the same camera curve, and clamped between the darkest
+    and the brightest clean frame so that a weighting of the frames can reach it.
+    """
+    crop, params = _crop_scene(radiance, SynthConfig(width=cfg.size, height=cfg.size, scale=cfg.scale), rng)
+    k = cfg.frames
+    step = float(rng.choice(cfg.ev_step))
+    ref = 0 if rng.uniform() < cfg.phone_share else k // 2
+    luminance = crop @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    exposure = 0.18 * 2.0 ** rng.uniform(*cfg.key) / max(float(np.median(luminance)), 1e-9)
+    evs = [(ref - j) * step for j in range(k)]  # brightest first
+    scene = crop * np.float32(exposure)  # reference units: 1 = where the reference frame clips
+    curve_name = str(rng.choice(list(CAMERA_CURVES)))
+    curve = CAMERA_CURVES[curve_name]
+    quality = int(rng.integers(*cfg.jpeg_quality)) if rng.uniform() < cfg.jpeg_share else None
+    noise = rng.uniform(*cfg.noise)
+    frames, clean_display = [], []
+    for ev in evs:
+        linear = np.minimum(scene * np.float32(2.0**ev), 1.0)
+        clean_display.append(curve(linear))
+        noisy = np.clip(linear + rng.normal(0.0, noise, linear.shape).astype(np.float32), 0, 1)
+        code = np.round(curve(noisy) * 255).astype(np.uint8)
+        if quality is not None:
+            ok, buf = cv2.imencode(".jpg", code[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+            code = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        frames.append(np.moveaxis(srgb_to_linear(code.astype(np.float32) / 255), -1, 0))
+    # the label: tone-mapped clean scene at the reference exposure
+    lum = np.maximum(scene.max(axis=-1), 1e-6)
+    log_m = np.log(lum).astype(np.float32)
+    base = cv2.bilateralFilter(log_m, d=2 * cfg.detail_radius + 1, sigmaColor=0.7, sigmaSpace=cfg.detail_radius)
+    target = _tone_map_base(base, cfg, lift_max=2.0 ** evs[0], e_max=2.0 ** -evs[-1])
+    mapped = scene * np.exp(target - base)[..., None]
+    label_display = curve(np.clip(mapped, 0, 1))
+    lo, hi = np.minimum.reduce(clean_display), np.maximum.reduce(clean_display)
+    label_display = np.clip(label_display, lo, hi)
+    label = np.moveaxis(srgb_to_linear(label_display), -1, 0)
+    true = np.array([2.0 ** (ev - evs[0]) for ev in evs])
+    passed = true * 2.0 ** rng.uniform(-cfg.ratio_error_ev, cfg.ratio_error_ev, k)
+    passed = np.minimum.accumulate(passed / passed[0])  # still 1 first, never increasing
+    params.update(ev_step=step, reference=ref, curve=curve_name, jpeg=quality, noise=noise, exposure=exposure)
+    return DisplayBracket(
+        np.stack(frames).astype(np.float32), passed.astype(np.float32), label.astype(np.float32), ref, params
+    )
+
+
+def write_display_bracket(folder: Path, bracket: DisplayBracket, base_time: float = 1 / 60) -> None:
+    """A display-referred bracket as a camera folder holds it: 8-bit PNG frames (the stored values),
+    ``exposures.txt`` (the exposure times as metadata would give them, ratio error included), the
+    label as a float32 TIFF (linear, as fusecli decodes the frames) and ``synth.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, (frame, ratio) in enumerate(zip(bracket.frames, bracket.ratios)):
+        code = np.round(linear_to_srgb(np.moveaxis(frame, 0, -1)) * 255).astype(np.uint8)
+        name = f"frame_{k + 1}.png"
+        cv2.imwrite(str(folder / name), code[..., ::-1])
+        lines.append(f"{name} {base_time * float(ratio):.9g}")
+    (folder / "exposures.txt").write_text("\n".join(lines) + "\n")
+    write_label(folder / "label.tif", bracket.label)
+    params = {**bracket.params, "reference": bracket.reference, "ratios": [float(r) for r in bracket.ratios]}
+    (folder / "synth.json").write_text(json.dumps(params, indent=2, default=float) + "\n")

@@ -104,7 +104,7 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str] = (), values: dic
         items.append((key, value, f"--set {item!r}"))
     for key, value, label in items:
         node = data
-        *parents, leaf = key.split(".")
+        *parents, leaf = key.removeprefix("train.").split(".")  # [train] keys sit at the top level
         for p in parents:
             if not isinstance(node.get(p), dict):
                 raise FuseError(f"{label}: no configuration section {p!r}")
@@ -153,8 +153,10 @@ def validate(model: torch.nn.Module, samples: Sequence[Sample], loss_fn: FusionL
         frames = torch.from_numpy(np.array(s.frames))[None].to(device)
         ratios = torch.from_numpy(np.array(s.ratios))[None].to(device)
         label = torch.from_numpy(np.array(s.label))[None].to(device)
-        fused, weights = model(frames, ratios)
-        total, terms = loss_fn(fused, label, frames, weights)
+        reference = torch.tensor([s.reference], device=device)
+        display = torch.tensor([float(s.display)], device=device)
+        fused, weights = model(frames, ratios, reference, display_referred=display)
+        total, terms = loss_fn(fused, label, frames, weights, reference, display)
         values = {"total": total, **terms, "psnr": psnr(fused, label), "ssim": ssim(fused, label)}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v)
@@ -258,7 +260,7 @@ def train(
 
     train_set, val_set = build_datasets(cfg.data, cfg.seed, run / "cache")
     loader = DataLoader(
-        CropDataset(train_set, cfg.data.crop, cfg.seed),
+        CropDataset(train_set, cfg.data.crop, cfg.seed, cfg.batch_size),
         batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, rank, world),
         num_workers=cfg.data.workers,
         pin_memory=device.type == "cuda",
@@ -285,13 +287,16 @@ def train(
     done = start  # steps completed (the optimiser has stepped)
     t0, seen = time.perf_counter(), 0
     try:
-        for step, (frames, ratios, label) in zip(range(start, cfg.steps), loader):
-            frames, ratios, label = (t.to(device, non_blocking=True) for t in (frames, ratios, label))
+        for step, batch in zip(range(start, cfg.steps), loader):
+            # the batch: frames, ratios, label, each stack's reference frame and its domain
+            frames, ratios, label, reference, display = (t.to(device, non_blocking=True) for t in batch)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
+            # forward and loss
             with autocast:
-                fused, weights = net(frames, ratios)
-            total, terms = loss_fn(fused.float(), label, frames, weights.float())
+                fused, weights = net(frames, ratios, reference, display_referred=display)
+            total, terms = loss_fn(fused.float(), label, frames, weights.float(), reference, display)
+            # backward and step
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -349,7 +354,17 @@ def export_model(run: Path, path: Path, cfg: TrainConfig | None = None) -> tuple
             record = json.loads(line)
             if "val" in record and record["step"] == ckpt["step"]:
                 val = record["val"]
+    domains = []
+    if cfg.data.synth_radiance or cfg.data.synth_procedural or cfg.data.datasets:
+        domains.append("scene-referred: packed-RAW Bayer planes (C = 4), linear (RAW, DNG)")
+    if cfg.data.display_radiance or cfg.data.display_procedural:
+        domains.append(
+            "display-referred: RGB decoded from 8-bit camera JPEG/PNG or converter TIFF through the sRGB curve "
+            f"(C = 3, K = {', '.join(map(str, cfg.data.display_frames))}, camera tone curves, JPEG, ratios off by "
+            "up to 1/3 EV)"
+        )
     meta = {
+        "domains": domains,
         "loss": asdict(cfg.loss),
         "training": {
             "data": asdict(cfg.data),

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fusecli.baselines import best_exposed
 from fusecli.cli import app
 from fusecli.discover import discover
-from fusecli.evaluate import METRICS, mef_levels
+from fusecli.evaluate import METRICS, mef_size
 from fusecli.fuse import fuse_stack
 from fusecli.io.image import write_label
 from fusecli.losses import LossConfig, black_reg, grad_sign, gradient_l1, high_smooth, l1, luma_grad
@@ -65,8 +65,17 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
         "black_reg": black_reg(w, frames, label, cfg.black_threshold, cfg.black_kernel),
         "psnr": psnr(y, label),
         "ssim": ssim(y, label),
-        "mef_ssim": mef_ssim(frames, y, levels=3),
     }
+    # display-referred: developed as fuse develops its TIFF/JPEG outputs, then PSNR/SSIM and MEF-SSIM
+    from fusecli.outputs import display
+
+    def shown(chw):
+        return torch.from_numpy(np.moveaxis(display(chw, stack), -1, 0))[None]
+
+    frames_d = torch.stack([shown(f)[0] for f in stack.frames])[None]
+    expected["display_psnr"] = psnr(shown(fused), shown(stack.read_label()))
+    expected["display_ssim"] = ssim(shown(fused), shown(stack.read_label()))
+    expected["mef_ssim"] = mef_ssim(frames_d.double(), shown(fused).double(), levels=1)
     expected = {k: float(v) for k, v in expected.items()}
     expected["total"] = (
         expected["l1"]
@@ -79,18 +88,23 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
-    # Baselines have no weights: black_reg is absent for them, everything else is there.
+    # Baselines have no weights: black_reg is absent for them. Mertens runs as its users run it, on
+    # developed 8-bit RGB: it has display-referred figures only (no packed-RAW result to compare).
+    display_metrics = {"display_psnr", "display_ssim", "mef_ssim"}
     for x in out["rows"]:
         assert x["status"] == "ok" and x["labelled"] is True
         assert (x["black_reg"] is None) == (x["method"] != "model")
-        assert all(np.isfinite(x[m]) for m in METRICS if m != "black_reg")
+        present = display_metrics if x["method"] == "mertens" else set(METRICS) - {"black_reg"}
+        assert all(np.isfinite(x[m]) for m in present)
+        assert all(x[m] is None for m in set(METRICS) - present - {"black_reg"})
     # The aggregate is the mean and median of the rows.
     mean = next(a for a in out["aggregate"] if a["method"] == "mertens" and a["stat"] == "mean")
-    values = [x["psnr"] for x in out["rows"] if x["method"] == "mertens"]
-    assert mean["stacks"] == 2 and mean["psnr"] == pytest.approx(np.mean(values))
-    # The trained model beats both classical baselines on these held-out stacks.
+    values = [x["display_psnr"] for x in out["rows"] if x["method"] == "mertens"]
+    assert mean["stacks"] == 2 and mean["display_psnr"] == pytest.approx(np.mean(values))
+    # The trained model beats both classical baselines on these held-out stacks, as a viewer sees them.
     means = {a["method"]: a for a in out["aggregate"] if a["stat"] == "mean"}
-    assert means["model"]["l1"] < means["single"]["l1"] < means["mertens"]["l1"]
+    assert means["model"]["display_psnr"] > means["single"]["display_psnr"]
+    assert means["model"]["display_psnr"] > means["mertens"]["display_psnr"]
 
 
 def test_perfect_prediction_scores_zero_loss_and_capped_psnr(dataset, tmp_path):
@@ -208,10 +222,11 @@ def test_table_for_people(dataset):
     assert "total = l1 + gradient_l1 + 40*grad_sign" in r.stdout
 
 
-def test_best_exposed_and_mef_levels():
+def test_best_exposed_and_mef_size():
     frames = np.zeros((3, 1, 4, 4), np.float32)
     frames[0] = 1.0  # clipped everywhere
     frames[1, :, :2] = 0.5  # half well exposed
     frames[2] = 0.3  # all well exposed
     assert best_exposed(frames) == 2
-    assert [mef_levels(h, 64) for h in (44, 43, 22, 21, 10)] == [3, 2, 2, 1, 0]
+    assert mef_size(1200, 1600) == (1024, 768) and mef_size(2016, 1512) == (768, 1024)
+    assert mef_size(300, 400) == (400, 300)  # smaller images are scored as they are

@@ -301,3 +301,16 @@ def test_every_term_is_a_scalar_on_the_input_dtype():
     for fn in (l1, gradient_l1, grad_sign, high_smooth, luma_grad):
         out = fn(y, y.flip(-1))
         assert out.ndim == 0 and out.dtype == torch.float64 and not math.isnan(out.item())
+
+
+def test_black_reg_against_a_reference_in_the_middle_by_hand():
+    """A -2/0/+2 bracket whose reference is the middle frame: only the darker frame after it is
+    penalised, in the reference's dark flat region (everywhere here: a flat, dark reference)."""
+    frames = torch.full((1, 3, 1, 8, 8), 0.1)
+    label = torch.full((1, 1, 8, 8), 0.3)
+    weights = torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1, 1).expand(1, 3, 1, 8, 8)
+    # low = 1 everywhere: the darker frame (index 2) has weight 0.2 -> loss 0.2; the seed's reference
+    # (index 0) penalises both later frames: (0.3 + 0.2) / 2
+    assert float(black_reg(weights, frames, label, reference=torch.tensor([1]))) == pytest.approx(0.2)
+    assert float(black_reg(weights, frames, label)) == pytest.approx(0.25)
+    assert float(black_reg(weights, frames, label, reference=torch.tensor([2]))) == 0.0  # nothing darker

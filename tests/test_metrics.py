@@ -117,3 +117,23 @@ def test_mef_ssim_checks_sizes():
         mef_ssim(torch.zeros(1, 2, 1, 40, 40), torch.zeros(1, 1, 40, 40))
     with pytest.raises(ValueError, match=r"\(B, K, C, H, W\)"):
         mef_ssim(torch.zeros(1, 1, 40, 40), torch.zeros(1, 1, 40, 40))
+
+
+def test_single_scale_mef_ssim_by_hand():
+    """One 11x11 window (the image size): frame 1 a checkerboard, frame 2 flat. The desired patch is
+    frame 1's structure, so frame 1 itself scores 1; a flat image scores C / (sigma^2 + C) with
+    sigma^2 frame 1's Gaussian-weighted variance and C = (0.03 x 255)^2."""
+    from fusecli.metrics import MefSsim
+
+    board = (np.indices((11, 11)).sum(axis=0) % 2).astype(np.float64)  # 0/1 checkerboard
+    frames = torch.from_numpy(np.stack([board, np.full((11, 11), 0.5)]))[None, :, None]
+    assert mef_ssim(frames, frames[:, 0], levels=1).item() == pytest.approx(1.0, abs=1e-9)
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    g = np.outer(g, g) / np.outer(g, g).sum()
+    x = board * 255
+    sigma2 = (g * x * x).sum() - (g * x).sum() ** 2
+    c = (0.03 * 255) ** 2
+    flat = torch.full((1, 1, 11, 11), 0.5, dtype=torch.float64)
+    # (to 1e-5: the definition adds 0.001 to every patch strength, so the flat frame counts a little)
+    assert mef_ssim(frames, flat, levels=1).item() == pytest.approx(c / (sigma2 + c), rel=1e-5)
+    assert MefSsim(frames).score(flat) == pytest.approx(c / (sigma2 + c), rel=1e-5)  # the cached form

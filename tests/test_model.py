@@ -1,13 +1,21 @@
-"""FuseNet: shapes, normalisation, equivariance, the guided filter, model files."""
+"""FuseNet: shapes, normalisation, equivariance, the classical prior, banding, model files."""
 
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from fusecli.blend import pyramid_blend, quality_measures, srgb_decode, srgb_encode
 from fusecli.errors import FuseError
-from fusecli.model import FuseNet, ModelConfig, default_model_path, fast_guided_filter, load_model, save_model
+from fusecli.model import (
+    FuseNet,
+    ModelConfig,
+    clip_penalty,
+    default_model_path,
+    load_model,
+    reference_frame,
+    save_model,
+)
 
 
 def _stack(b, k, c, h=40, w=56, seed=0):
@@ -17,42 +25,80 @@ def _stack(b, k, c, h=40, w=56, seed=0):
     return (scene * ratios[:, :, None, None, None]).clamp(0, 1), ratios
 
 
+def _trained_like(model: FuseNet, seed: int = 0) -> FuseNet:
+    """The zero-initialised last layers made random, as training leaves them."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.abs().sum() == 0:
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    return model.eval()
+
+
 @pytest.mark.parametrize("k, c", [(2, 1), (3, 3), (3, 4), (5, 4)])
 def test_shapes_and_normalised_weights(k, c):
-    model = FuseNet().eval()
+    model = _trained_like(FuseNet(ModelConfig(weight_mode="frame")))
     frames, ratios = _stack(2, k, c)
     fused, weights = model(frames, ratios)
     assert fused.shape == (2, c, 40, 56) and weights.shape == (2, k, 1, 40, 56)
     assert torch.all(weights >= 0) and torch.allclose(weights.sum(1), torch.ones(2, 1, 40, 56), atol=1e-5)
-    assert torch.allclose(fused, (weights * frames).sum(1))
+    # the result is the pyramid blend of the display-encoded frames with those weights, decoded
+    assert torch.allclose(fused, srgb_decode(pyramid_blend(srgb_encode(frames), weights)), atol=1e-6)
 
 
 @pytest.mark.parametrize("c", [1, 3, 4])
 def test_per_channel_weights_for_any_channel_count(c):
-    model = FuseNet(ModelConfig(weight_mode="channel")).eval()
+    model = _trained_like(FuseNet(ModelConfig(weight_mode="channel")))
     frames, ratios = _stack(1, 3, c)
     fused, weights = model(frames, ratios)
     assert weights.shape == (1, 3, c, 40, 56) and torch.allclose(weights.sum(1), torch.ones(1, c, 40, 56), atol=1e-5)
-    assert torch.allclose(fused, (weights * frames).sum(1), atol=1e-6)
+    assert fused.shape == (1, c, 40, 56) and torch.isfinite(fused).all()
+
+
+def test_an_untrained_network_is_exposure_fusion():
+    """The last layers start at zero: the weights are Mertens et al.'s (contrast x saturation x
+    well-exposedness on the display-encoded frames), less the clipped frames' penalty."""
+    frames, ratios = _stack(1, 3, 3)
+    _, weights = FuseNet().eval()(frames, ratios)
+    encoded = srgb_encode(frames)
+    prior = quality_measures(encoded).sum(dim=2, keepdim=True) - clip_penalty(encoded)
+    assert torch.allclose(weights, torch.softmax(prior, dim=1).expand_as(weights), atol=1e-6)
+
+
+def test_a_clipped_frame_gives_way_to_a_darker_unclipped_one():
+    frames = torch.tensor([[1.0, 0.9, 1.0], [0.5, 0.22, 0.3]]).view(1, 2, 3, 1, 1).expand(1, 2, 3, 4, 4)
+    penalty = clip_penalty(srgb_encode(frames.contiguous()))
+    assert penalty[0, 0].min() == pytest.approx(12.0) and penalty[0, 1].max() == 0  # the darkest never
+    assert clip_penalty(srgb_encode(torch.ones(1, 2, 3, 4, 4))).max() < 1e-3  # nothing darker to give way to
 
 
 def test_per_channel_weights_can_differ_between_channels():
-    torch.manual_seed(0)
-    model = FuseNet(ModelConfig(weight_mode="channel")).eval()
+    model = _trained_like(FuseNet(ModelConfig(weight_mode="channel")))
     frames, ratios = _stack(1, 3, 4)
-    frames[:, 0, 1] = 1.0  # green clipped in the 1/1 frame only
+    frames[:, 1, 1] = 0.9
     _, weights = model(frames, ratios)
-    assert (weights[0, 0, 1] - weights[0, 0, 0]).abs().max() > 1e-3  # the head sees each channel
+    assert (weights[0, 1, 1] - weights[0, 1, 0]).abs().max() > 1e-3  # the head sees each channel
 
 
 def test_equivariant_to_the_order_of_frames_given_with_their_ratios():
-    model = FuseNet(ModelConfig(weight_mode="channel")).eval()  # the richer head, equivariant too
+    """Frames given in another order, with their ratios and the reference moved along, get the same
+    weights (the network is shared by every frame and sees the stack through means): away from
+    clipping, where the clipped frames' penalty (which looks at the darker frames) is 0."""
+    model = _trained_like(FuseNet(ModelConfig(weight_mode="channel")))
     frames, ratios = _stack(1, 4, 4, seed=1)
+    frames = frames * 0.8  # nothing clips
     perm = torch.tensor([2, 0, 3, 1])
-    fused, weights = model(frames, ratios)
-    fused_p, weights_p = model(frames[:, perm], ratios[:, perm])
-    assert torch.allclose(weights_p, weights[:, perm], atol=1e-6)
-    assert torch.allclose(fused_p, fused, atol=1e-6)
+    fused, weights = model(frames, ratios, torch.tensor([1]))
+    fused_p, weights_p = model(frames[:, perm], ratios[:, perm], torch.tensor([3]))  # frame 1 is now at 3
+    assert torch.allclose(weights_p, weights[:, perm], atol=1e-5)
+    assert torch.allclose(fused_p, fused, atol=1e-5)
+
+
+def test_the_reference_is_the_exposure_nearest_mid_grey():
+    scene = torch.rand(1, 1, 3, 32, 32) * 0.4 + 0.05
+    frames = torch.cat([(scene * g).clamp(0, 1) for g in (16.0, 4.0, 1.0, 0.25)], dim=1)  # +4, +2, 0, -2 EV
+    assert reference_frame(frames).tolist() == [2]
+    phone = torch.cat([(scene * g).clamp(0, 1) for g in (1.0, 0.25, 0.0625)], dim=1)  # EV0, -2, -4
+    assert reference_frame(phone).tolist() == [0]
 
 
 def test_large_inputs_are_processed_at_low_resolution():
@@ -64,19 +110,17 @@ def test_large_inputs_are_processed_at_low_resolution():
     assert seen == [(20, 30)]  # factor ceil(300 / 32) = 10
 
 
-def test_guided_filter_keeps_edges_that_bilinear_upsampling_blurs():
-    guide_hr = torch.zeros(1, 1, 64, 64)
-    guide_hr[..., 29:] = 1.0  # an edge that does not fall on the 4x4 grid
-    guide_lr = F.avg_pool2d(guide_hr, 4)
-    target_lr = 0.2 + 0.6 * guide_lr  # weights that follow the image
-    out = fast_guided_filter(guide_lr, target_lr, guide_hr, r=1, eps=1e-4)
-    expected = 0.2 + 0.6 * guide_hr
-    bilinear = F.interpolate(target_lr, size=(64, 64), mode="bilinear", align_corners=False)
-    # measured: worst error 0.025 against 0.28 for bilinear upsampling of the same low-res weights
-    assert (out - expected).abs().max() < 0.05
-    assert (bilinear - expected).abs().max() > 5 * (out - expected).abs().max()
-    const = fast_guided_filter(guide_lr, torch.full_like(guide_lr, 0.3), guide_hr, r=1, eps=1e-4)
-    assert torch.allclose(const, torch.full_like(guide_hr, 0.3), atol=1e-6)
+def test_above_the_blend_size_detail_is_added_and_bands_agree():
+    model = _trained_like(FuseNet(ModelConfig(lowres=16, blend_side=48)))
+    frames, ratios = _stack(1, 3, 3, h=90, w=120)
+    whole, w_whole = model(frames, ratios)
+    banded, w_banded = model(frames, ratios, band_rows=17)
+    assert whole.shape == (1, 3, 90, 120) and w_whole.shape == (1, 3, 3, 90, 120)
+    assert torch.allclose(whole, banded, atol=1e-5) and torch.allclose(w_whole, w_banded, atol=1e-6)
+    # one frame weighted everywhere gives that frame back, its full-resolution detail included
+    one = FuseNet(ModelConfig(lowres=16, blend_side=48)).eval()
+    same = torch.cat([frames[:, :1]] * 3, dim=1)
+    assert torch.allclose(one(same, ratios)[0], frames[:, 0], atol=2e-3)
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):

@@ -100,3 +100,62 @@ def test_synth_config_errors():
         SynthConfig(width=63)
     with pytest.raises(FuseError, match="strictly decreasing"):
         SynthConfig(ratios=(1.0, 0.5, 0.5))
+
+
+def test_display_referred_brackets_around_a_normal_exposure():
+    import cv2
+
+    from fusecli.synth import DisplayConfig, render_display_bracket
+
+    rng = np.random.default_rng(3)
+    scene = cv2.resize(rng.uniform(0.01, 1.0, (8, 8, 3)).astype(np.float32), (128, 128)) ** 3 * 20
+    for seed in range(6):
+        b = render_display_bracket(scene, DisplayConfig(size=64, frames=3), np.random.default_rng(seed))
+        assert b.frames.shape == (3, 3, 64, 64) and b.label.shape == (3, 64, 64)
+        assert b.reference in (0, 1) and b.ratios[0] == 1.0 and np.all(np.diff(b.ratios) <= 0)
+        step = 2.0 ** -b.params["ev_step"]
+        true = step ** np.arange(3)
+        assert np.all(np.abs(np.log2(b.ratios / true)) <= 2 / 3 + 1e-6)  # off by at most 1/3 EV each side
+        means = b.frames.mean(axis=(1, 2, 3))
+        assert np.all(np.diff(means) < 0)  # brightest first
+        # the label is reachable: between the darkest and the brightest frame (up to 8-bit and JPEG)
+        assert np.mean((b.label >= b.frames.min(axis=0) - 0.05) & (b.label <= b.frames.max(axis=0) + 0.05)) > 0.9
+
+
+def test_synth_writes_display_referred_stacks_that_fuse(tmp_path):
+    import cv2
+    from typer.testing import CliRunner
+
+    from fusecli.cli import app
+
+    scene = cv2.resize(np.random.default_rng(0).uniform(0.01, 1.0, (8, 8, 3)).astype(np.float32), (96, 96)) ** 3 * 20
+
+    cv2.imwrite(str(tmp_path / "scene.hdr"), scene[..., ::-1])
+    runner = CliRunner()
+    r = runner.invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "scene.hdr"),
+            "--display",
+            "--frames",
+            "4",
+            "--size",
+            "64x64",
+            "-o",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert r.exit_code == 0, r.stderr
+    [folder] = [p for p in (tmp_path / "d").iterdir()]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "exposures.txt",
+        "frame_1.png",
+        "frame_2.png",
+        "frame_3.png",
+        "frame_4.png",
+        "label.tif",
+        "synth.json",
+    ]
+    r = runner.invoke(app, ["eval", str(tmp_path / "d"), "--method", "model,mertens", "--json"])
+    assert r.exit_code == 0, r.stderr

@@ -54,10 +54,10 @@ def _env() -> dict:
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
-    cfg = _tiny_config(steps=40, batch_size=4)
+    cfg = _tiny_config(steps=60, batch_size=4, **{"optim.lr": 5e-3})
     samples = load_labelled([str(SAMPLES)], None)
     batch = [CropDataset(samples, 32, 123)[i] for i in range(4)]
-    frames, ratios, label = (torch.stack(t) for t in zip(*batch))
+    frames, ratios, label, _, _ = (torch.stack(t) for t in zip(*batch))
     loss_fn = FusionLoss(cfg.loss)
 
     def loss_of(model):
@@ -69,9 +69,9 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
     before = loss_of(FuseNet(cfg.model).eval())
     train(cfg, tmp_path / "run", export=tmp_path / "model")
     after = loss_of(load_model(tmp_path / "model")[0])
-    assert after < 0.8 * before
+    assert after < 0.85 * before  # from exposure fusion (the untrained network) towards the labels
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 41))
+    assert [r["step"] for r in records] == list(range(1, 61))
     assert set(records[0]) >= {
         "total",
         "l1",
@@ -253,3 +253,17 @@ def test_decoded_stacks_are_cached_and_memory_mapped_the_second_time(tmp_path):
     second = load_labelled([str(SAMPLES)], tmp_path / "cache")
     assert all(isinstance(s.frames, np.memmap) for s in second)
     assert all((a.frames == b.frames).all() and (a.label == b.label).all() for a, b in zip(first, second))
+
+
+def test_set_checks_types_and_takes_train_keys_before_writing(tmp_path):
+    run = tmp_path / "run"
+    for setting, message in (
+        ("optim.lr=abc", "optim.lr = 'abc' is not a valid float"),
+        ("steps=2.5", "train.steps = 2.5 is not a valid int"),
+        ('model.weight_mode="pixel"', "model.weight_mode = 'pixel' is not a valid"),
+    ):
+        r = runner.invoke(app, ["train", "--run-dir", str(run), "--set", setting])
+        assert r.exit_code == 1 and message in r.stderr and "Traceback" not in r.stderr, (setting, r.stderr)
+        assert not run.exists()  # nothing written before the configuration is checked
+    cfg = apply_overrides(TrainConfig(), ["train.val_every=3"])
+    assert cfg.val_every == 3  # models/default.toml's [train] table, reachable with --set

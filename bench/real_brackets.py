@@ -1,0 +1,145 @@
+"""fusecli against the classical tools on real photographs nobody here made: MEF-SSIM per stack.
+
+    python bench/real_brackets.py [--brackets ../shared/data/brackets] [--model PATH] [--align none]
+                                  [--sheets out/real_brackets] [--only NAME ...]
+
+Every stack of the folder (23 real brackets shot by people with phones and cameras) is fused by:
+fusecli as `fusecli fuse` runs it (the bundled model and the default alignment unless told
+otherwise), OpenCV's MergeMertens on the 8-bit frames with its defaults (as its users run it),
+Debian's `enfuse` with its defaults on 16-bit TIFFs of the same frames (skipped with a message when
+it is not installed), and the best single exposure (the frame with the most pixels neither clipped
+nor in the noise floor). Each result is scored with MEF-SSIM (Ma, Zeng, Wang 2015: single scale,
+11x11 Gaussian window sigma 1.5, C2 = 0.03^2) on the Rec.601 luma of the display-referred images
+(the values as stored) downscaled with area interpolation to a longest side of 1024 px: the same
+for every method (fusecli.evaluate.mef_scorer). A contact sheet per stack (frames; fusecli, Mertens,
+enfuse; fusecli's weights) goes to --sheets: look at them before believing a number.
+"""
+
+import argparse
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
+from common import describe  # noqa: E402
+
+from fusecli.baselines import best_exposed, enfuse_display, mertens_display  # noqa: E402
+from fusecli.discover import discover  # noqa: E402
+from fusecli.errors import FuseError  # noqa: E402
+from fusecli.evaluate import mef_scorer, mef_ssim_display  # noqa: E402
+from fusecli.fuse import fuse_stack  # noqa: E402
+from fusecli.model import load_model  # noqa: E402
+from fusecli.outputs import display, weight_map  # noqa: E402
+from fusecli.stack import StackOptions, open_stack  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BRACKETS = ROOT.parent / "shared" / "data" / "brackets"
+METHODS = ("fusecli", "mertens", "enfuse", "single")  # fusecli: one column per --model
+TILE = 240
+
+
+def _tile(image: np.ndarray, caption: str, height: int) -> np.ndarray:
+    """(H, W, 3|1) [0, 1] -> (height + 18, TILE, 3) uint8 with a caption strip."""
+    image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    small = cv2.resize(image.astype(np.float32), (TILE, height), interpolation=cv2.INTER_AREA)
+    out = np.full((height + 18, TILE, 3), 24, np.uint8)
+    out[18:] = np.round(np.clip(small, 0, 1) * 255).astype(np.uint8)
+    cv2.putText(out, caption[:38], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(frames: np.ndarray, results: dict, scores: dict, weights: np.ndarray | None) -> np.ndarray:
+    """Row 1: the frames; row 2: every method's result with its MEF-SSIM, then fusecli's weights."""
+    h, w = frames.shape[1:3]
+    th = max(1, round(TILE * h / w))
+    top = [_tile(f, f"frame {k + 1}", th) for k, f in enumerate(frames)]
+    bottom = [_tile(img, f"{m} {scores[m]:.4f}", th) for m, img in results.items()]
+    if weights is not None:
+        bottom.append(_tile(weights.astype(np.float32) / 255, "fusecli weights", th))
+    cols = max(len(top), len(bottom))
+    rows = [r + [np.full_like(top[0], 24)] * (cols - len(r)) for r in (top, bottom)]
+    return np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+
+
+def _label(path: Path | None) -> str:
+    """A model's column: "fusecli" for the bundled one, else its file's folder/name."""
+    return "fusecli" if path is None else f"{path.parent.name}/{path.stem}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--brackets", type=Path, default=BRACKETS)
+    ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model file(s) (default: the bundled one)")
+    ap.add_argument("--align", default="translation", help="fusecli's --align (default: fuse's default)")
+    ap.add_argument("--sheets", type=Path, default=ROOT / "out" / "real_brackets")
+    ap.add_argument("--only", nargs="*", default=None, help="stack names to run (default: all)")
+    a = ap.parse_args()
+    if not a.brackets.is_dir():
+        sys.exit(f"{a.brackets} is absent: this benchmark needs ../shared beside the checkout")
+    print(describe())
+    models = {_label(p): load_model(p)[0] for p in a.model}
+    methods = (*models, *METHODS[1:])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    options = StackOptions(align=a.align)
+    a.sheets.mkdir(parents=True, exist_ok=True)
+    table: dict[str, dict[str, float | None]] = {}
+    print(f"{'stack':<28}{'K':>3}" + "".join(f"{m[-9:]:>10}" for m in methods) + f"{'s fusecli':>11}")
+    for source in discover([a.brackets]):
+        if a.only and source.name not in a.only:
+            continue
+        row: dict[str, float | None] = dict.fromkeys(methods)
+        try:
+            stack = open_stack(source, options)
+        except FuseError as e:
+            print(f"{source.name:<28}  not opened: {e}")
+            table[source.name] = row
+            continue
+        frames = np.stack([display(f, stack) for f in stack.frames])
+        scorer = mef_scorer(frames)
+        results: dict[str, np.ndarray] = {}
+        shown_weights = None
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            fused, weights = fuse_stack(model, stack, device)
+            seconds = time.perf_counter() - t0
+            results[name] = display(fused, stack)
+            shown_weights = weight_map(weights) if shown_weights is None else shown_weights
+        results["mertens"] = mertens_display(frames)
+        cached = a.sheets / "enfuse-cache" / f"{source.name}-{hashlib.sha1(frames.tobytes()).hexdigest()[:12]}.npy"
+        try:
+            if cached.is_file():  # enfuse's result depends on the frames only: computed once per frames
+                results["enfuse"] = np.load(cached)
+            else:
+                results["enfuse"] = enfuse_display(frames)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached, results["enfuse"])
+        except FuseError as e:
+            print(f"  enfuse skipped: {e}")
+        results["single"] = frames[best_exposed(stack.frames)]
+        for method, image in results.items():
+            row[method] = mef_ssim_display(scorer, image)
+        table[source.name] = row
+        sheet = contact_sheet(frames, results, row, shown_weights)
+        cv2.imwrite(str(a.sheets / f"{source.name}.png"), sheet[..., ::-1])
+        cells = "".join(f"{row[m]:>10.4f}" if row[m] is not None else f"{'-':>10}" for m in methods)
+        print(f"{source.name:<28}{len(stack.frames):>3}{cells}{seconds:>11.2f}", flush=True)
+    scored = {m: [r[m] for r in table.values() if r[m] is not None] for m in methods}
+    print(f"{'mean':<31}" + "".join(f"{statistics.fmean(v):>10.4f}" if v else f"{'-':>10}" for v in scored.values()))
+    print("stacks fused: " + ", ".join(f"{m} {len(scored[m])}/{len(table)}" for m in methods))
+    for name in models:
+        for other in ("mertens", "enfuse", "single"):
+            pairs = [(r[name], r[other]) for r in table.values() if r[name] is not None and r[other] is not None]
+            if pairs:
+                better = sum(f > o for f, o in pairs)
+                print(f"{name} better than {other} on {better} of {len(pairs)} stacks")
+    print(f"contact sheets: {a.sheets}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The fusion's image operations: pyramids, the multi-scale blend, exposure fusion's measures."""
+
+import numpy as np
+import pytest
+import torch
+
+from fusecli.blend import (
+    collapse,
+    laplacian_pyramid,
+    pyramid_blend,
+    pyramid_levels,
+    quality_measures,
+    srgb_decode,
+    srgb_encode,
+)
+from fusecli.colour import linear_to_srgb
+
+
+def test_a_laplacian_pyramid_collapses_to_its_image_exactly():
+    x = torch.rand(2, 3, 37, 51, dtype=torch.float64)
+    bands = laplacian_pyramid(x, pyramid_levels(37, 51))
+    assert [b.shape[-2:] for b in bands] == [(37, 51), (19, 26), (10, 13), (5, 7)]
+    assert torch.allclose(collapse(bands), x, atol=1e-12)
+
+
+def test_constant_weights_blend_to_the_weighted_sum():
+    frames = torch.rand(1, 3, 2, 40, 50, dtype=torch.float64)
+    w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64).view(1, 3, 1, 1, 1).expand(1, 3, 1, 40, 50)
+    assert torch.allclose(pyramid_blend(frames, w), (frames * w).sum(1), atol=1e-12)
+
+
+def test_a_weight_step_across_a_flat_region_gives_no_brightness_step():
+    """Two flat frames, 0.2 and 0.6, weights switching from one to the other at a column: a single
+    weighted sum makes a 0.4 step there (a seam); across the pyramid the change is spread over the
+    coarse bands it belongs to, no column-to-column change anywhere near the step's."""
+    h, w = 64, 256
+    frames = torch.stack([torch.full((1, h, w), 0.2), torch.full((1, h, w), 0.6)])[None].double()
+    weights = torch.zeros(1, 2, 1, h, w, dtype=torch.float64)
+    weights[:, 0, :, :, : w // 2] = 1.0
+    weights[:, 1, :, :, w // 2 :] = 1.0
+    single = (frames * weights).sum(1)[0, 0, h // 2]
+    blended = pyramid_blend(frames, weights)[0, 0, h // 2]
+    assert (single[1:] - single[:-1]).abs().max() == pytest.approx(0.4)
+    steps = (blended[1:] - blended[:-1]).abs()
+    assert steps.max() < 0.4 / 8  # measured: 0.026
+    assert blended[2] == pytest.approx(0.2, abs=0.02) and blended[-3] == pytest.approx(0.6, abs=0.02)
+    assert torch.all(blended[1:] >= blended[:-1] - 1e-9)  # monotone: no halo, no overshoot
+
+
+def test_an_edge_inside_one_frames_region_stays_sharp():
+    h, w = 64, 128
+    a = torch.full((1, h, w), 0.2, dtype=torch.float64)
+    a[..., 40:] = 0.8  # an edge at column 40, where frame 0 has all the weight
+    frames = torch.stack([a, torch.full((1, h, w), 0.5, dtype=torch.float64)])[None]
+    weights = torch.zeros(1, 2, 1, h, w, dtype=torch.float64)
+    weights[:, 0, :, :, :80] = 1.0
+    weights[:, 1, :, :, 80:] = 1.0
+    row = pyramid_blend(frames, weights)[0, 0, h // 2]
+    assert row[40] - row[39] > 0.45  # most of the 0.6 edge in one pixel
+
+
+def test_quality_measures_by_hand():
+    grey = torch.full((1, 1, 3, 5, 5), 0.5)
+    grey[..., 2, 2] = 0.75  # one brighter grey pixel: contrast |4 x 0.25 - 0| = 1 there
+    q = quality_measures(grey)
+    assert q[0, 0, 0, 2, 2].exp() == pytest.approx(1.0, rel=1e-5)
+    assert q[0, 0, 0, 2, 3].exp() == pytest.approx(0.25, rel=1e-5)  # a neighbour: |0.25|
+    assert q[0, 0, 1].exp().max() < 1e-6  # grey has no saturation
+    # well-exposedness: sum over channels of -(x - 0.5)^2 / (2 0.2^2): 0 at mid-grey, -0.9375 at 0.75
+    assert q[0, 0, 2, 0, 0] == pytest.approx(0.0) and q[0, 0, 2, 2, 2] == pytest.approx(-3 * 0.0625 / 0.08)
+
+
+def test_srgb_curves_match_the_colour_module():
+    x = torch.linspace(0, 1, 1001)
+    assert np.allclose(srgb_encode(x).numpy(), linear_to_srgb(x.numpy()), atol=1e-6)
+    assert torch.allclose(srgb_decode(srgb_encode(x)), x, atol=1e-6)
