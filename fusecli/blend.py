@@ -122,6 +122,28 @@ def quality_measures(encoded: torch.Tensor) -> torch.Tensor:
     return torch.stack([(contrast + _EPS).log(), (saturation + _EPS).log(), exposed.clamp_min(-27.6)], dim=2)
 
 
+def reconstruct_highlights(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+    """Give each frame's clipped pixels the colour of the next darker frame, as bright as the frame
+    can hold: darker x min(ratio_k / ratio_k+1, 1 / its largest channel), ramped in as the frame's
+    largest channel goes from 0.90 to 0.98; darker frames first, so a pixel clipped in several
+    frames takes the colour of the darkest that holds it. A clipped channel is too low for the
+    pixel's true colour (the others are not clipped), and any blend of such a pixel casts a hue:
+    the pink highlights of RAW stacks, where green clips first.
+
+    frames (B, K, C, H, W) linear [0, 1], brightest first; ratios (B, K) -> same shape and range
+    (a new tensor; a constant of the data, no gradient)."""
+    with torch.no_grad():
+        out = frames.clone()
+        r = ratios.to(frames.dtype)
+        for k in range(frames.shape[1] - 2, -1, -1):
+            darker = out[:, k + 1]
+            peak = darker.amax(dim=1, keepdim=True).clamp_min(1e-6)
+            gain = torch.minimum((r[:, k] / r[:, k + 1].clamp_min(1e-9))[:, None, None, None], 1.0 / peak)
+            clipped = ((frames[:, k].amax(dim=1, keepdim=True) - 0.90) / 0.08).clamp(0.0, 1.0)
+            out[:, k] = torch.lerp(frames[:, k], (darker * gain).clamp(0.0, 1.0), clipped)
+        return out
+
+
 def area_down(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Mean over factor x factor blocks (partial blocks at the edges averaged over what they hold).
     (N, M, H, W) -> (N, M, ceil(H/factor), ceil(W/factor))."""

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fusecli import __version__, config
-from fusecli.blend import area_down, pyramid_blend, quality_measures, srgb_decode, srgb_encode
+from fusecli.blend import area_down, pyramid_blend, quality_measures, reconstruct_highlights, srgb_decode, srgb_encode
 from fusecli.errors import FuseError
 
 FORMAT = "fusecli-model"
@@ -63,26 +63,26 @@ class ModelConfig:
         return 1 if self.weight_mode == "frame" else c
 
 
-def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
-    """(n_out, n_in) linear interpolation weights, as F.interpolate(mode="bilinear", align_corners=False)."""
+def _interp_rows(n_out: int, n_in: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each of ``n_out`` output rows, the two input rows and the weight of the second, as
+    F.interpolate(mode="bilinear", align_corners=False) uses them -> (lo, hi, frac), each (n_out,)."""
     pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_(0, n_in - 1)
     lo = pos.floor().long()
     hi = (lo + 1).clamp_(max=n_in - 1)
-    frac = pos - lo
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    m[torch.arange(n_out), lo] += 1 - frac
-    m[torch.arange(n_out), hi] += frac
-    return m.to(device=like.device, dtype=like.dtype)
+    frac = (pos - lo).to(device=like.device, dtype=like.dtype)
+    return lo.to(like.device), hi.to(like.device), frac
 
 
 def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> torch.Tensor:
     """Bilinear upsampling (align_corners=False) of (N, M, h, w) to (height, width), only for output
     ``rows``: exactly the rows a whole-image upsampling would give, so banded and whole-image results
-    agree. Vertically a (rows, h) interpolation matrix (small); horizontally PyTorch's linear
-    interpolation, O(rows * width)."""
+    agree. Vertically each output row mixes its two input rows (O(rows * w)); horizontally PyTorch's
+    linear interpolation, O(rows * width). (A dense (rows, h) interpolation matrix cost 20x more
+    once the low-resolution side grew to the blend size.)"""
     n, m, h, w = coef.shape
-    wy = _interp_matrix(height, h, coef)[rows]
-    tall = wy @ coef  # (rows, h) @ (N, M, h, w) -> (N, M, rows, w)
+    lo, hi, frac = _interp_rows(height, h, coef)
+    lo, hi, frac = lo[rows], hi[rows], frac[rows, None]
+    tall = torch.lerp(coef.index_select(2, lo), coef.index_select(2, hi), frac)  # (N, M, rows, w)
     if w == width:
         return tall
     wide = F.interpolate(tall.reshape(n * m, tall.shape[-2], w), size=width, mode="linear", align_corners=False)
@@ -159,7 +159,8 @@ class FuseNet(nn.Module):
     4. The display-encoded frames are blended across a Laplacian pyramid with the softmax of the
        corrected log weights, and decoded back to linear.
     5. Above the blend size, the detail the blend size cannot hold (each frame minus its
-       downsampled self) is added at full resolution with the smooth weights (in bands of rows).
+       downsampled self) is added at full resolution with the smooth per-frame weights (in bands
+       of rows); the weights returned there are per frame (B, K, 1, H, W).
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -245,7 +246,7 @@ class FuseNet(nn.Module):
         if delta.shape[-2:] != (hb, wb):
             delta = F.interpolate(delta.flatten(0, 1), size=(hb, wb), mode="bilinear", align_corners=False)
             delta = delta.view(b, k, -1, hb, wb)
-        encoded = srgb_encode(x_b)
+        encoded = srgb_encode(reconstruct_highlights(x_b, ratios))
         prior = quality_measures(encoded).sum(dim=2, keepdim=True) - clip_penalty(encoded)  # (B, K, 1, hb, wb)
         weights = torch.softmax(prior + delta, dim=1)
         base = srgb_decode(pyramid_blend(encoded, weights))  # (B, C, hb, wb) linear
@@ -264,9 +265,12 @@ class FuseNet(nn.Module):
         gain = ((x_b.mean(dim=2, keepdim=True) + 1e-3) / (base.mean(dim=1, keepdim=True)[:, None] + 1e-3)) ** (
             1 / 2.4 - 1
         )
-        coef = (weights * gain.clamp(0.25, 4.0)).flatten(1, 2)  # (B, K*Cw, hb, wb)
-        cw = weights.shape[2]
-        low = (base - (coef.view(b, k, cw, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
+        # detail takes one weight per frame (the mean over channels): K maps to upsample, not K x C
+        frame_weights = weights.mean(dim=2, keepdim=True)
+        coef = (frame_weights * gain.clamp(0.25, 4.0)).flatten(1, 2).contiguous()  # (B, K, hb, wb)
+        cw = 1
+        low = (base - (coef.view(b, k, 1, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
+        coef_w = frame_weights.flatten(1, 2).contiguous() if keep_weights else None
         step = band_rows or height
         fused_bands, weight_bands = [], []
         for y0 in range(0, height, step):
@@ -277,8 +281,8 @@ class FuseNet(nn.Module):
             for j in range(k):  # frame by frame: no (B, K, C, rows, W) product in memory
                 fused = torch.addcmul(fused, c_up[:, j], band[:, j])
             fused_bands.append(fused)
-            if keep_weights:
-                weight_bands.append(upsample_rows(weights.flatten(1, 2), rows, height, width).view(b, k, cw, -1, width))
+            if keep_weights:  # per frame at full resolution (what a weight map shows)
+                weight_bands.append(upsample_rows(coef_w, rows, height, width).view(b, k, 1, -1, width))
         fused = torch.cat(fused_bands, dim=-2) if len(fused_bands) > 1 else fused_bands[0]
         if not keep_weights:
             return fused, None

@@ -10,6 +10,7 @@ from fusecli.blend import (
     pyramid_blend,
     pyramid_levels,
     quality_measures,
+    reconstruct_highlights,
     srgb_decode,
     srgb_encode,
 )
@@ -74,3 +75,16 @@ def test_srgb_curves_match_the_colour_module():
     x = torch.linspace(0, 1, 1001)
     assert np.allclose(srgb_encode(x).numpy(), linear_to_srgb(x.numpy()), atol=1e-6)
     assert torch.allclose(srgb_decode(srgb_encode(x)), x, atol=1e-6)
+
+
+def test_clipped_pixels_take_the_darker_frames_colour():
+    """A pixel whose green clipped in the 1/1 frame, held by the 1/4 frame as (0.1, 0.4, 0.05): at
+    the 1/1 exposure it would be (0.4, 1.6, 0.2), more than the frame holds, so it becomes the
+    darker frame's colour as bright as the frame can hold it (largest channel 1): (0.25, 1, 0.125),
+    red/green 0.25 as in the darker frame -- not the clipped frame's 0.3 / 1 (a magenta cast)."""
+    frames = torch.tensor([[0.3, 1.0, 0.2], [0.1, 0.4, 0.05]]).view(1, 2, 3, 1, 1)
+    out = reconstruct_highlights(frames, torch.tensor([[1.0, 0.25]]))
+    assert out[0, 0, :, 0, 0].tolist() == pytest.approx([0.25, 1.0, 0.125])
+    assert torch.equal(out[0, 1], frames[0, 1])  # the darkest frame is as it was
+    unclipped = torch.tensor([[0.3, 0.6, 0.2], [0.075, 0.15, 0.05]]).view(1, 2, 3, 1, 1)
+    assert torch.equal(reconstruct_highlights(unclipped, torch.tensor([[1.0, 0.25]])), unclipped)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fusecli.blend import pyramid_blend, quality_measures, srgb_decode, srgb_encode
+from fusecli.blend import pyramid_blend, quality_measures, reconstruct_highlights, srgb_decode, srgb_encode
 from fusecli.errors import FuseError
 from fusecli.model import (
     FuseNet,
@@ -41,8 +41,10 @@ def test_shapes_and_normalised_weights(k, c):
     fused, weights = model(frames, ratios)
     assert fused.shape == (2, c, 40, 56) and weights.shape == (2, k, 1, 40, 56)
     assert torch.all(weights >= 0) and torch.allclose(weights.sum(1), torch.ones(2, 1, 40, 56), atol=1e-5)
-    # the result is the pyramid blend of the display-encoded frames with those weights, decoded
-    assert torch.allclose(fused, srgb_decode(pyramid_blend(srgb_encode(frames), weights)), atol=1e-6)
+    # the result is the pyramid blend of the display-encoded frames (clipped pixels given the darker
+    # frame's colour) with those weights, decoded
+    encoded = srgb_encode(reconstruct_highlights(frames, ratios))
+    assert torch.allclose(fused, srgb_decode(pyramid_blend(encoded, weights)), atol=1e-6)
 
 
 @pytest.mark.parametrize("c", [1, 3, 4])
@@ -59,7 +61,7 @@ def test_an_untrained_network_is_exposure_fusion():
     well-exposedness on the display-encoded frames), less the clipped frames' penalty."""
     frames, ratios = _stack(1, 3, 3)
     _, weights = FuseNet().eval()(frames, ratios)
-    encoded = srgb_encode(frames)
+    encoded = srgb_encode(reconstruct_highlights(frames, ratios))
     prior = quality_measures(encoded).sum(dim=2, keepdim=True) - clip_penalty(encoded)
     assert torch.allclose(weights, torch.softmax(prior, dim=1).expand_as(weights), atol=1e-6)
 
@@ -115,12 +117,12 @@ def test_above_the_blend_size_detail_is_added_and_bands_agree():
     frames, ratios = _stack(1, 3, 3, h=90, w=120)
     whole, w_whole = model(frames, ratios)
     banded, w_banded = model(frames, ratios, band_rows=17)
-    assert whole.shape == (1, 3, 90, 120) and w_whole.shape == (1, 3, 3, 90, 120)
+    assert whole.shape == (1, 3, 90, 120) and w_whole.shape == (1, 3, 1, 90, 120)  # per frame up there
     assert torch.allclose(whole, banded, atol=1e-5) and torch.allclose(w_whole, w_banded, atol=1e-6)
     # one frame weighted everywhere gives that frame back, its full-resolution detail included
     one = FuseNet(ModelConfig(lowres=16, blend_side=48)).eval()
-    same = torch.cat([frames[:, :1]] * 3, dim=1)
-    assert torch.allclose(one(same, ratios)[0], frames[:, 0], atol=2e-3)
+    same = torch.cat([frames[:, :1]] * 3, dim=1)  # one exposure three times (so nothing to reconstruct)
+    assert torch.allclose(one(same, torch.ones(1, 3))[0], frames[:, 0], atol=2e-3)
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
