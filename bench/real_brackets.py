@@ -74,14 +74,16 @@ def _label(path: Path | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--brackets", type=Path, default=BRACKETS)
+    ap.add_argument("--brackets", type=Path, nargs="+", default=[BRACKETS], help="folders of stacks")
     ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model file(s) (default: the bundled one)")
     ap.add_argument("--align", default="translation", help="fusecli's --align (default: fuse's default)")
     ap.add_argument("--sheets", type=Path, default=ROOT / "out" / "real_brackets")
     ap.add_argument("--only", nargs="*", default=None, help="stack names to run (default: all)")
+    ap.add_argument("--docs", type=Path, default=None, help="also write the sheets, one above the other, as this JPEG")
     a = ap.parse_args()
-    if not a.brackets.is_dir():
-        sys.exit(f"{a.brackets} is absent: this benchmark needs ../shared beside the checkout")
+    missing = [p for p in a.brackets if not p.is_dir()]
+    if missing:
+        sys.exit(f"{missing[0]} is absent: this benchmark needs ../shared beside the checkout")
     print(describe())
     models = {_label(p): load_model(p)[0] for p in a.model}
     methods = (*models, *METHODS[1:])
@@ -90,7 +92,8 @@ def main() -> None:
     a.sheets.mkdir(parents=True, exist_ok=True)
     table: dict[str, dict[str, float | None]] = {}
     print(f"{'stack':<28}{'K':>3}" + "".join(f"{m[-9:]:>10}" for m in methods) + f"{'s fusecli':>11}")
-    for source in discover([a.brackets]):
+    sheets = []
+    for source in discover(a.brackets):
         if a.only and source.name not in a.only:
             continue
         row: dict[str, float | None] = dict.fromkeys(methods)
@@ -126,6 +129,7 @@ def main() -> None:
             row[method] = mef_ssim_display(scorer, image)
         table[source.name] = row
         sheet = contact_sheet(frames, results, row, shown_weights)
+        sheets.append(sheet)
         cv2.imwrite(str(a.sheets / f"{source.name}.png"), sheet[..., ::-1])
         cells = "".join(f"{row[m]:>10.4f}" if row[m] is not None else f"{'-':>10}" for m in methods)
         print(f"{source.name:<28}{len(stack.frames):>3}{cells}{seconds:>11.2f}", flush=True)
@@ -139,6 +143,11 @@ def main() -> None:
                 better = sum(f > o for f, o in pairs)
                 print(f"{name} better than {other} on {better} of {len(pairs)} stacks")
     print(f"contact sheets: {a.sheets}")
+    if a.docs is not None and sheets:
+        width = max(s.shape[1] for s in sheets)
+        padded = [np.pad(s, ((0, 8), (0, width - s.shape[1]), (0, 0)), constant_values=24) for s in sheets]
+        cv2.imwrite(str(a.docs), np.concatenate(padded)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+        print(f"docs sheet: {a.docs}")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,11 @@ class FuseNet(nn.Module):
         if delta.shape[-2:] != (hb, wb):
             delta = F.interpolate(delta.flatten(0, 1), size=(hb, wb), mode="bilinear", align_corners=False)
             delta = delta.view(b, k, -1, hb, wb)
-        encoded = srgb_encode(reconstruct_highlights(x_b, ratios))
+        # clipped pixels take the darker frame's colour: scene-referred stacks only (a camera's tone
+        # curve breaks the exposure ratio between display-referred frames, and its JPEG engine has
+        # already rendered their highlights)
+        scene = (display_referred < 0.5)[:, None, None, None, None]
+        encoded = srgb_encode(torch.where(scene, reconstruct_highlights(x_b, ratios), x_b))
         prior = quality_measures(encoded).sum(dim=2, keepdim=True) - clip_penalty(encoded)  # (B, K, 1, hb, wb)
         weights = torch.softmax(prior + delta, dim=1)
         base = srgb_decode(pyramid_blend(encoded, weights))  # (B, C, hb, wb) linear

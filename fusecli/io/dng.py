@@ -1,9 +1,11 @@
-"""Writing Bayer DNG files (tifffile) that LibRaw, darktable and RawTherapee read.
+"""Writing Bayer DNG files (tifffile) that the Adobe DNG SDK, LibRaw, darktable and RawTherapee read.
 
-One uncompressed 16-bit CFA image in IFD 0 with the DNG 1.4 tags a raw developer needs: CFA pattern,
-per-channel black level (BlackLevelRepeatDim 2x2), white level, ColorMatrix1 (XYZ -> camera,
-D65), AsShotNeutral, orientation, make/model, and the exposure (ExposureTime, FNumber,
-ISOSpeedRatings, DateTime) in IFD 0, where LibRaw reads them. Written to a temporary name and
+One uncompressed 16-bit CFA image in IFD 0, marked as the main image (NewSubFileType 0, which the
+Adobe SDK and so Lightroom require), with the DNG 1.4 tags a raw developer needs, named in
+:class:`Tag` and grouped as HDRMerge's DngFloatWriter groups them: sensor (CFA pattern, per-channel
+black level, white level), colour (ColorMatrix1 with the source's calibration illuminant,
+AsShotNeutral, the source's UniqueCameraModel) and exposure (ExposureTime, FNumber,
+ISOSpeedRatings, DateTime, in IFD 0, where LibRaw reads them). Written to a temporary name and
 renamed, so a crash never leaves a partial file.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import IntEnum
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +24,31 @@ from fusecli.io.common import atomic_path
 from fusecli.io.raw import CameraInfo, cfa_offsets
 
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
+_D65 = 21
+
+
+class Tag(IntEnum):
+    """The TIFF/EXIF/DNG tags fusecli writes (numbers from the TIFF 6 and DNG 1.4 specifications)."""
+
+    NEW_SUBFILE_TYPE = 254
+    MAKE = 271
+    MODEL = 272
+    ORIENTATION = 274
+    SOFTWARE = 305
+    EXPOSURE_TIME = 33434
+    F_NUMBER = 33437
+    ISO_SPEED_RATINGS = 34855
+    CFA_REPEAT_PATTERN_DIM = 33421
+    CFA_PATTERN = 33422
+    DNG_VERSION = 50706
+    DNG_BACKWARD_VERSION = 50707
+    UNIQUE_CAMERA_MODEL = 50708
+    BLACK_LEVEL_REPEAT_DIM = 50713
+    BLACK_LEVEL = 50714
+    WHITE_LEVEL = 50717
+    COLOR_MATRIX_1 = 50721
+    AS_SHOT_NEUTRAL = 50728
+    CALIBRATION_ILLUMINANT_1 = 50778
 
 
 @dataclass(frozen=True)
@@ -38,42 +66,67 @@ def _rational(value: float, limit: int = 1_000_000) -> tuple[int, int]:
     return f.numerator, f.denominator
 
 
+def _sensor_tags(mosaic_camera: CameraInfo) -> list[tuple]:
+    """CFA pattern, black level per position of the 2x2 tile (row-major), white level."""
+    black_at = [0.0] * 4
+    for value, (dy, dx) in zip(mosaic_camera.black_level, cfa_offsets(mosaic_camera.cfa)):
+        black_at[2 * dy + dx] = value
+    return [
+        (Tag.CFA_REPEAT_PATTERN_DIM, "H", 2, (2, 2), True),
+        (Tag.CFA_PATTERN, "B", 4, bytes(_CFA_CODES[c] for c in mosaic_camera.cfa), True),
+        (Tag.BLACK_LEVEL_REPEAT_DIM, "H", 2, (2, 2), True),
+        (Tag.BLACK_LEVEL, "2I", 4, tuple(v for b in black_at for v in _rational(b)), True),
+        (Tag.WHITE_LEVEL, "I", 1, int(round(mosaic_camera.white_level)), True),
+    ]
+
+
+def _colour_tags(camera: CameraInfo) -> list[tuple]:
+    """The colour matrix with its illuminant (the source's; D65 when it had none), the white balance
+    as AsShotNeutral, and the camera's UniqueCameraModel (the source's, which profiles match on)."""
+    unique = camera.unique_model or (
+        camera.model if camera.model.lower().startswith(camera.make.lower()) else f"{camera.make} {camera.model}"
+    )
+    tags = [(Tag.UNIQUE_CAMERA_MODEL, "s", 0, unique.strip(), True)]
+    if camera.color_matrix is not None:
+        tags.append(
+            (Tag.COLOR_MATRIX_1, "2i", 9, tuple(v for m in camera.color_matrix for v in _rational(m, 10_000)), True)
+        )
+        tags.append((Tag.CALIBRATION_ILLUMINANT_1, "H", 1, int(camera.illuminant or _D65), True))
+    wr, wg, wb = camera.white_balance
+    tags.append((Tag.AS_SHOT_NEUTRAL, "2I", 3, tuple(v for n in (wg / wr, 1.0, wg / wb) for v in _rational(n)), True))
+    return tags
+
+
+def _exposure_tags(exposure: Exposure) -> list[tuple]:
+    tags = []
+    if exposure.time is not None:
+        tags.append((Tag.EXPOSURE_TIME, "2I", 1, _rational(exposure.time), True))
+    if exposure.aperture is not None:
+        tags.append((Tag.F_NUMBER, "2I", 1, _rational(exposure.aperture, 100), True))
+    if exposure.iso is not None:
+        tags.append((Tag.ISO_SPEED_RATINGS, "H", 1, int(round(exposure.iso)), True))
+    return tags
+
+
 def write_dng(
     path: Path, mosaic: np.ndarray, camera: CameraInfo, exposure: Exposure = Exposure(), software: str = "fusecli"
 ) -> None:
     """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included)."""
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
         raise ValueError(f"expected an even-sized (H, W) uint16 mosaic, got {mosaic.shape} {mosaic.dtype}")
-    # Black levels are stored per position of the 2x2 tile, row-major.
-    black_at = [0.0] * 4
-    for value, (dy, dx) in zip(camera.black_level, cfa_offsets(camera.cfa)):
-        black_at[2 * dy + dx] = value
-    unique_model = f"{camera.make} {camera.model}".strip()
     tags = [
-        (271, "s", 0, camera.make, True),
-        (272, "s", 0, camera.model, True),
-        (274, "H", 1, camera.orientation, True),
-        (305, "s", 0, software, True),
-        (33421, "H", 2, (2, 2), True),
-        (33422, "B", 4, bytes(_CFA_CODES[c] for c in camera.cfa), True),
-        (50706, "B", 4, (1, 4, 0, 0), True),
-        (50707, "B", 4, (1, 1, 0, 0), True),
-        (50708, "s", 0, unique_model, True),
-        (50713, "H", 2, (2, 2), True),
-        (50714, "2I", 4, tuple(v for b in black_at for v in _rational(b)), True),
-        (50717, "I", 1, int(round(camera.white_level)), True),
+        (Tag.NEW_SUBFILE_TYPE, "I", 1, 0, True),  # the main image
+        (Tag.MAKE, "s", 0, camera.make, True),
+        (Tag.MODEL, "s", 0, camera.model, True),
+        (Tag.ORIENTATION, "H", 1, camera.orientation, True),
+        (Tag.SOFTWARE, "s", 0, software, True),
+        (Tag.DNG_VERSION, "B", 4, (1, 4, 0, 0), True),
+        (Tag.DNG_BACKWARD_VERSION, "B", 4, (1, 1, 0, 0), True),
+        *_sensor_tags(camera),
+        *_colour_tags(camera),
+        *_exposure_tags(exposure),
     ]
-    if camera.color_matrix is not None:
-        tags.append((50721, "2i", 9, tuple(v for m in camera.color_matrix for v in _rational(m, 10_000)), True))
-        tags.append((50778, "H", 1, 21, True))  # CalibrationIlluminant1 = D65
-    wr, wg, wb = camera.white_balance
-    tags.append((50728, "2I", 3, tuple(v for n in (wg / wr, 1.0, wg / wb) for v in _rational(n)), True))
-    if exposure.time is not None:
-        tags.append((33434, "2I", 1, _rational(exposure.time), True))
-    if exposure.aperture is not None:
-        tags.append((33437, "2I", 1, _rational(exposure.aperture, 100), True))
-    if exposure.iso is not None:
-        tags.append((34855, "H", 1, int(round(exposure.iso)), True))
+    tags = [(int(t[0]), *t[1:]) for t in sorted(tags, key=lambda t: int(t[0]))]
     when = exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S") if exposure.timestamp else None
     path = Path(path)
     with atomic_path(path) as tmp:

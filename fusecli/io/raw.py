@@ -43,6 +43,8 @@ class CameraInfo:
     white_balance: tuple[float, float, float]  # camera multipliers R, G, B, normalised to G = 1
     color_matrix: tuple[float, ...] | None
     orientation: int = 1
+    unique_model: str | None = None  # DNG UniqueCameraModel of the source, when it is a DNG
+    illuminant: int | None = None  # EXIF LightSource code the colour matrix was calibrated for
 
 
 def cfa_offsets(cfa: str) -> list[tuple[int, int]]:
@@ -153,6 +155,9 @@ def _tiff_metadata(path: Path) -> dict:
     if matrices:
         ill, m = next(((i, m) for i, m in matrices if i == 21), matrices[-1])
         out["color_matrix"] = tuple(m[2 * i] / m[2 * i + 1] for i in range(9))
+        out["illuminant"] = int(ill) if ill else None
+    if tags.get("UniqueCameraModel"):
+        out["unique_model"] = str(tags["UniqueCameraModel"]).strip()
     neutral = tags.get("AsShotNeutral")
     if neutral is not None and len(neutral) == 6:
         out["as_shot_neutral"] = tuple(neutral[2 * i] / neutral[2 * i + 1] for i in range(3))
@@ -249,6 +254,8 @@ def _sensor(raw: rawpy.RawPy, path: Path, meta: dict) -> CameraInfo:
         white_balance=wb_rgb,
         color_matrix=matrix,
         orientation=int(meta.get("orientation") or 1),
+        unique_model=meta.get("unique_model"),
+        illuminant=meta.get("illuminant") if meta.get("color_matrix") is not None else None,
     )
     if any(camera.white_level <= b for b in black):
         raise FuseError(f"{path}: white level {camera.white_level:g} is not above the black level {max(black):g}")

@@ -1,0 +1,45 @@
+"""The fused DNG as photographers' tools read it: Adobe's DNG SDK (dngpy), LibRaw, the source's names."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import ROOT, camera
+from typer.testing import CliRunner
+
+from fusecli.cli import app
+from fusecli.io.dng import Exposure, Tag, write_dng
+from fusecli.io.raw import read_camera
+
+runner = CliRunner()
+
+
+def test_adobe_dng_sdk_opens_every_fused_dng_of_the_demo(tmp_path):
+    dngpy = pytest.importorskip("dngpy", reason="dngpy (the Adobe DNG SDK as a wheel) is in the test extra")
+    r = runner.invoke(app, ["fuse", str(ROOT / "samples"), "-o", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.stderr
+    outputs = [p for res in json.loads(r.stdout)["results"] for p in res["outputs"]]
+    assert len(outputs) == 3
+    for path in outputs:
+        dng = dngpy.Dng(path)  # raised "Unable to find main image IFD" before NewSubFileType = 0
+        assert dng.raw_pixels.shape[:2] == (384, 512)
+
+
+def test_main_ifd_and_names_follow_the_dng_specification(tmp_path):
+    cam = camera()
+    write_dng(tmp_path / "a.dng", np.zeros((8, 8), np.uint16), cam, Exposure(1 / 8, 4.0, 200))
+    with tifffile.TiffFile(tmp_path / "a.dng") as tf:
+        tags = {t.code: t.value for t in tf.pages[0].tags.values()}
+    assert tags[Tag.NEW_SUBFILE_TYPE] == 0 and tags[Tag.CALIBRATION_ILLUMINANT_1] == 21  # D65 when unknown
+    assert tags[Tag.UNIQUE_CAMERA_MODEL] == "fusecli test"
+
+
+def test_the_sources_unique_camera_model_survives(real, tmp_path):
+    source = real("raw_single_canon_eos_kiss_x4_magiclantern_dng/colorchart.dng")
+    cam = read_camera(source)
+    assert (cam.make, cam.model, cam.unique_model) == ("Canon", "Canon EOS Kiss X4", "Canon EOS Kiss X4")
+    write_dng(tmp_path / "b.dng", np.zeros((8, 8), np.uint16), cam)
+    with tifffile.TiffFile(tmp_path / "b.dng") as tf:
+        tags = {t.code: t.value for t in tf.pages[0].tags.values()}
+    assert tags[Tag.UNIQUE_CAMERA_MODEL] == "Canon EOS Kiss X4"  # was "Canon Canon EOS Kiss X4"
