@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_read.py
 	$(BIN)/python bench/compare_baselines.py
 	$(BIN)/python bench/highlight_colour.py
+	$(BIN)/python bench/real_brackets.py
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
 samples: $(VENV)/.installed
@@ -38,10 +39,10 @@ samples: $(VENV)/.installed
 
 # torch==2.13.0 first: on our machines that is the CPU build on disk (no multi-GB CUDA download);
 # everything after it then finds torch already satisfied.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 clean:

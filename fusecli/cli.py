@@ -16,6 +16,7 @@ import typer
 
 from fusecli import __version__
 from fusecli import options as opt
+from fusecli.console import JSON_SCHEMA
 from fusecli.errors import FuseError
 from fusecli.runtime import keep_freed_memory, passive_openmp_threads
 
@@ -93,7 +94,7 @@ def inspect(
             )
             typer.echo(f"fusecli: error: {e}", err=True)
     if as_json:
-        typer.echo(json.dumps({"stacks": rows, "failed": failed}, indent=2))
+        typer.echo(json.dumps({"schema": JSON_SCHEMA, "stacks": rows, "failed": failed}, indent=2))
     else:
         print_stack_table(rows, decoded=decode)
     if failed:
@@ -184,7 +185,7 @@ def train(
                 )
                 _exit_now(130)
     if summary:
-        typer.echo(json.dumps({"validation": summary}))
+        typer.echo(json.dumps({"schema": JSON_SCHEMA, "validation": summary}))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun rank whose work is saved exits at once: C++ threads of the distributed backend
         # still alive in the interpreter's teardown aborted a rank ("terminate called without an
@@ -247,12 +248,9 @@ def fuse(
         if r.status == "failed":  # one line each on stderr too: a pipeline reading --json still sees it
             typer.echo(f"fusecli fuse: error: {r.stack}: {r.reason}", err=True)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"results": [r.__dict__ for r in results], "failed": sum(r.status == "failed" for r in results)},
-                indent=2,
-            )
-        )
+        failed = sum(r.status == "failed" for r in results)
+        document = {"schema": JSON_SCHEMA, "results": [r.__dict__ for r in results], "failed": failed}
+        typer.echo(json.dumps(document, indent=2))
     else:
         print_fuse_summary(results)
     if any(r.status == "failed" for r in results):

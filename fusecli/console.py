@@ -17,6 +17,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+#: The version of every --json document's layout: pipelines check it before they parse.
+JSON_SCHEMA = 1
+
 
 @contextlib.contextmanager
 def progress(total: int, label: str, quiet: bool = False, info: bool = False) -> Iterator[Callable[..., None]]:
@@ -127,6 +130,7 @@ def print_fuse_summary(results) -> None:
 def eval_json(model, loss_config, formula: str, methods, rows, aggregates, checks, failed: int) -> dict:
     """``eval --json``'s document."""
     return {
+        "schema": JSON_SCHEMA,
         "model": str(model) if model else "bundled default",
         "loss": loss_config.to_dict(),
         "total": formula,

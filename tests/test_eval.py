@@ -44,7 +44,8 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     r = _eval(dataset, "--json", "--method", "model,mertens,single")
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)  # stdout holds the JSON and nothing else
-    assert set(out) == {"model", "loss", "total", "methods", "rows", "aggregate", "thresholds", "failed"}
+    assert set(out) == {"schema", "model", "loss", "total", "methods", "rows", "aggregate", "thresholds", "failed"}
+    assert out["schema"] == 1
     assert out["methods"] == ["model", "mertens", "single"] and out["failed"] == 0
     assert len(out["rows"]) == 6 and all(set(row) == ROW_KEYS for row in out["rows"])
     assert all(set(a) == {"method", "stat", "stacks", "labelled", *METRICS} for a in out["aggregate"])
