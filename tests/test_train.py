@@ -136,7 +136,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         "train",
         str(SAMPLES),
         *TINY[:1],
-        "400",
+        "100000",  # far more than can finish before the interrupt, however fast the machine
         *TINY[2:],
         "--run-dir",
         str(tmp_path / "r"),
