@@ -21,6 +21,13 @@ from rich.table import Table
 JSON_SCHEMA = 1
 
 
+def _stdout() -> Console:
+    """Rich's console for stdout: the terminal's width, or 200 columns when stdout is a file or a
+    pipe (Rich's 80 would fold table rows for the program reading them)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 @contextlib.contextmanager
 def progress(total: int, label: str, quiet: bool = False, info: bool = False) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr (only on a terminal, and not when ``quiet``) -> ``advance(n=1,
@@ -99,7 +106,7 @@ def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
                 ("yes" if r["label"] else "no") if first else "",
                 end_section=j == len(r["frames"]) - 1,
             )
-    console = Console()
+    console = _stdout()
     console.print(table)
     for r in rows:
         for note in r.get("notes", []):
@@ -124,7 +131,7 @@ def print_fuse_summary(results) -> None:
             detail += "\naligned: " + ", ".join(f"#{m['frame'] + 1} {m['dx']:+.1f},{m['dy']:+.1f} px" for m in moved)
         seconds = f"{r.seconds:.2f}" if r.seconds else ""
         table.add_row(escape(r.stack), f"[{colour[r.status]}]{r.status}[/]", escape(detail or ""), seconds)
-    Console().print(table)
+    _stdout().print(table)
 
 
 def eval_json(model, loss_config, formula: str, methods, rows, aggregates, checks, failed: int) -> dict:
@@ -177,7 +184,7 @@ def _best(group: list[dict], metric: str, higher_is_better: frozenset):
 
 def print_eval_tables(rows, aggregates, metrics, higher_is_better, formula: str, checks, per_stack: bool) -> None:
     """``eval``'s tables: per stack (optional), then mean (median) per metric and method."""
-    console = Console()
+    console = _stdout()
     metrics = [m for m in metrics if any(a[m] is not None for a in aggregates)]
     if per_stack:
         short = [m for m in ("total", "l1", "psnr", "ssim", "mef_ssim") if m in metrics]

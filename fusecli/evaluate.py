@@ -122,11 +122,16 @@ def find_prediction(folder: Path, stack_name: str) -> Path:
 def read_prediction(path: Path, stack: Stack, transfer: str = "auto") -> np.ndarray:
     """A prediction file -> (C, H, W) float32 [0, 1] in the stack's domain: packed planes for RAW
     stacks (a DNG or other RAW is decoded like a frame; a TIFF must hold the 4 planes, as labels do),
-    linear RGB/mono otherwise. Values are taken as they are (no exposure matching)."""
+    linear RGB/mono otherwise, decoded with the stack's transfer (a tool's result for JPEG frames is
+    sRGB-encoded, 16-bit TIFF included). An alpha channel (enfuse writes one) is dropped. Values are
+    taken as they are (no exposure matching)."""
     if stack.kind == "raw" and path.suffix.lower() in RAW_EXTENSIONS:
         planes = raw_io.read_raw(path)[0]
     else:
-        planes = image_io.read_label(path, transfer="linear" if stack.transfer == "linear" else transfer)  # type: ignore[arg-type]
+        shown = stack.transfer if stack.kind != "raw" else transfer
+        planes = image_io.read_label(path, transfer=shown, what="prediction")  # type: ignore[arg-type]
+        if planes.shape[0] == stack.frames.shape[1] + 1 and stack.kind != "raw":
+            planes = planes[:-1]
     if planes.shape != stack.frames.shape[1:]:
         raise FuseError(
             f"{path}: prediction of shape (C, H, W) = {planes.shape} does not match the stack's "

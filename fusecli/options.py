@@ -41,6 +41,7 @@ class OutputFormat(str, Enum):
 class Method(str, Enum):
     model = "model"
     mertens = "mertens"
+    enfuse = "enfuse"
     single = "single"
     uniform = "uniform"
 
@@ -83,25 +84,33 @@ def _opt(kind, *names: str, **kw):
 Paths = Annotated[
     List[Path], typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files.")
 ]
-GroupSize = _opt(Optional[int], "--group-size", help="Split flat folders into brackets of N frames.")
+GroupSize = _opt(
+    Optional[int], "--group-size", help="Split flat folders into brackets of N frames.", rich_help_panel="Input"
+)
 Ratios = _opt(
     Optional[str], "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata)."
 )
-TransferOpt = _opt(Transfer, "--transfer", help="Transfer of non-RAW frames.")
-AlignOpt = _opt(AlignMode, "--align", help="Register frames onto the reference first.")
+TransferOpt = _opt(Transfer, "--transfer", help="Transfer of non-RAW frames.", rich_help_panel="Input")
+AlignOpt = _opt(AlignMode, "--align", help="Register frames onto the reference first.", rich_help_panel="Alignment")
 Deghost = _opt(
     bool, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference."
 )
-ModelFile = _opt(Optional[Path], "--model", help="Model file (default: the bundled one).")
-DeviceOpt = _opt(Device, "--device", help="cuda without a GPU is an error, not a fallback.")
-AsJson = _opt(bool, "--json", help="Print JSON on stdout (nothing else goes there).")
-Quiet = _opt(bool, "--quiet", help="No progress output.")
-Out = _opt(Path, "-o", "--out", help="Output folder.")
+ModelFile = _opt(
+    Optional[Path], "--model", help="Model file (default: the bundled one).", rich_help_panel="Model and device"
+)
+DeviceOpt = _opt(
+    Device, "--device", help="cuda without a GPU is an error, not a fallback.", rich_help_panel="Model and device"
+)
+AsJson = _opt(bool, "--json", help="Print JSON on stdout (nothing else goes there).", rich_help_panel="Output")
+Quiet = _opt(bool, "--quiet", help="No progress output.", rich_help_panel="Output")
+Out = _opt(Path, "-o", "--out", help="Output folder.", rich_help_panel="Output")
 Seed = _opt(Optional[int], "--seed", help="Random seed.")
 
 # --- inspect -------------------------------------------------------------------------------------
 Decode = _opt(bool, "--decode", help="Decode every frame and report the broken ones (default: headers only).")
-InspectAlign = _opt(AlignMode, "--align", help="Also decode each stack and report each frame's motion.")
+InspectAlign = _opt(
+    AlignMode, "--align", help="Also decode each stack and report each frame's motion.", rich_help_panel="Alignment"
+)
 
 # --- synth ---------------------------------------------------------------------------------------
 Radiance = Annotated[Optional[List[Path]], typer.Argument(help="HDR radiance maps (.exr, .hdr) to synthesise from.")]
@@ -139,17 +148,32 @@ Export = _opt(Optional[Path], "--export", help="Write the trained model (best ch
 Formats = _opt(
     Optional[str], "--format", help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, else tiff)."
 )
-Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).")
-Overwrite = _opt(bool, "--overwrite", help="Replace existing outputs (they are skipped otherwise).")
-DryRun = _opt(bool, "--dry-run", help="List what would be fused into which files; write nothing.")
-SaveWeights = _opt(bool, "--save-weights", help="Also write NAME_weights.png: which exposure each pixel came from.")
-MaxMemory = _opt(float, "--max-memory", min=0.001, help="GiB for full-resolution temporaries (larger: in bands).")
+Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).", rich_help_panel="Output")
+Overwrite = _opt(
+    bool, "--overwrite", help="Replace existing outputs (they are skipped otherwise).", rich_help_panel="Output"
+)
+DryRun = _opt(
+    bool, "--dry-run", help="List what would be fused into which files; write nothing.", rich_help_panel="Output"
+)
+SaveWeights = _opt(
+    bool,
+    "--save-weights",
+    help="Also write NAME_weights.png: which exposure each pixel came from.",
+    rich_help_panel="Output",
+)
+MaxMemory = _opt(
+    float,
+    "--max-memory",
+    min=0.001,
+    help="GiB for full-resolution temporaries (larger: in bands).",
+    rich_help_panel="Model and device",
+)
 
 # --- eval ----------------------------------------------------------------------------------------
 EvalPaths = Annotated[
     List[Path], typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without.")
 ]
-Methods = _opt(str, "--method", help="Comma-separated methods: model, mertens, single, uniform.")
+Methods = _opt(str, "--method", help="Comma-separated methods: model, mertens, enfuse, single, uniform.")
 Preds = _opt(
     Optional[List[Path]], "--pred", help="Folder of another tool's outputs (NAME.* or NAME_fused.*); repeatable."
 )

@@ -9,6 +9,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from typer.testing import CliRunner
 
@@ -203,7 +204,7 @@ def test_bad_label_missing_pred_and_unlabelled_stack_are_reported_per_stack(data
 
 
 def test_usage_errors(dataset, tmp_path):
-    bad = _eval(dataset, "--method", "enfuse")
+    bad = _eval(dataset, "--method", "hdrmerge")
     assert bad.exit_code == 2 and "mertens" in bad.stderr  # a usage error that lists the choices
     assert _eval(dataset, "--json", "--csv").exit_code == 1
     r = _eval(dataset, "--pred", tmp_path / "absent")
@@ -231,3 +232,29 @@ def test_best_exposed_and_mef_size():
     assert best_exposed(frames) == 2
     assert mef_size(1200, 1600) == (1024, 768) and mef_size(2016, 1512) == (768, 1024)
     assert mef_size(300, 400) == (400, 300)  # smaller images are scored as they are
+
+
+@pytest.mark.skipif(shutil.which("enfuse") is None, reason="enfuse is not installed (Debian: apt-get install enfuse)")
+def test_pred_reads_enfuse_results_as_enfuse_writes_them(tmp_path):
+    """enfuse writes LZW-compressed 16-bit TIFFs with an alpha channel: --pred reads them (alpha
+    dropped, the stack's sRGB encoding) and scores them as the built-in enfuse method scores its own."""
+    import subprocess
+
+    import cv2
+
+    scene = cv2.resize(np.random.default_rng(2).uniform(0.01, 1.0, (8, 8, 3)).astype(np.float32), (96, 96)) ** 3 * 20
+    cv2.imwrite(str(tmp_path / "scene.hdr"), scene[..., ::-1])
+    stacks = tmp_path / "stacks"
+    r = runner.invoke(app, ["synth", str(tmp_path / "scene.hdr"), "--display", "--size", "64x64", "-o", str(stacks)])
+    assert r.exit_code == 0, r.stderr
+    [folder] = list(stacks.iterdir())
+    preds = tmp_path / "by_hand"
+    preds.mkdir()
+    frames = sorted(str(p) for p in folder.glob("frame_*.png"))
+    subprocess.run(["enfuse", "-o", str(preds / f"{folder.name}.tif"), *frames], check=True, capture_output=True)
+    with tifffile.TiffFile(preds / f"{folder.name}.tif") as tf:
+        assert tf.pages[0].compression == 5 and tf.pages[0].shape[-1] == 4  # LZW, RGBA
+    r = _eval(stacks, "--method", "enfuse", "--pred", preds, "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {x["method"]: x for x in json.loads(r.stdout)["rows"]}
+    assert rows["by_hand"]["display_psnr"] == pytest.approx(rows["enfuse"]["display_psnr"], abs=0.5)

@@ -264,7 +264,7 @@ def probe(path: Path) -> list[FrameInfo]:
 # --- labels and radiance maps -------------------------------------------------------------------
 
 
-def read_label(path: Path, transfer: Transfer = "auto") -> np.ndarray:
+def read_label(path: Path, transfer: Transfer = "auto", what: str = "label") -> np.ndarray:
     """A reference fused image -> (C, H, W) float32, linear, [0, 1].
 
     Float TIFF/EXR/HDR are linear; integer files follow ``transfer`` as frames do. A packed-RAW
@@ -276,7 +276,7 @@ def read_label(path: Path, transfer: Transfer = "auto") -> np.ndarray:
         return np.ascontiguousarray(np.clip(np.moveaxis(rgb, -1, 0), 0.0, 1.0))
     infos = probe(path)
     if len(infos) != 1:
-        raise FuseError(f"{path}: a label must be a single image, this file holds {len(infos)} pages")
+        raise FuseError(f"{path}: a {what} must be a single image, this file holds {len(infos)} pages")
     info = infos[0]
     if info.kind == "tiff":  # labels may hold 4 packed-RAW planes: keep every channel
         try:
@@ -284,7 +284,7 @@ def read_label(path: Path, transfer: Transfer = "auto") -> np.ndarray:
                 page = tf.pages[0]
                 chw = _to_chw(page.asarray(), page.axes.endswith("S"))
         except Exception as e:
-            raise FuseError(f"{path}: cannot decode the label ({e})") from None
+            raise FuseError(f"{path}: cannot decode the {what} ({e})") from None
         return np.ascontiguousarray(_normalise(path, chw, resolve_transfer(info, transfer) == "srgb"))
     return read_frame(info, transfer)
 
