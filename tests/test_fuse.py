@@ -242,6 +242,7 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not SIG_IGN, as in a background job
     )
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.iterdir())):

@@ -141,7 +141,16 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         "--run-dir",
         str(tmp_path / "r"),
     ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C reaches a program only where SIGINT is not ignored: a shell's background job (as a
+        # test run started with `&`) inherits SIG_IGN, and Python then installs no handler at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     log = tmp_path / "r" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
