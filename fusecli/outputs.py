@@ -26,11 +26,13 @@ from fusecli.stack import Stack, StackSource
 RAW_FORMATS = ("dng", "tiff", "jpg", "png")
 RGB_FORMATS = ("tiff", "jpg", "png")
 SUFFIX = {"dng": ".dng", "tiff": ".tif", "jpg": ".jpg", "png": ".png"}
+# OpenCV's edge-aware demosaic (bilinear gave zipper edges on fine detail); OpenCV names Bayer
+# patterns by the second row's first two pixels, hence the crossed names.
 _OPENCV_BAYER = {
-    "RGGB": cv2.COLOR_BayerBG2RGB,
-    "BGGR": cv2.COLOR_BayerRG2RGB,
-    "GRBG": cv2.COLOR_BayerGB2RGB,
-    "GBRG": cv2.COLOR_BayerGR2RGB,
+    "RGGB": cv2.COLOR_BayerBG2RGB_EA,
+    "BGGR": cv2.COLOR_BayerRG2RGB_EA,
+    "GRBG": cv2.COLOR_BayerGB2RGB_EA,
+    "GBRG": cv2.COLOR_BayerGR2RGB_EA,
 }
 # Okabe-Ito colours for the weight maps: frame 0 (the reference) first.
 _PALETTE = (
