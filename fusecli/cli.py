@@ -210,12 +210,13 @@ def fuse(
     max_memory: opt.MaxMemory = 0.25,
     align: opt.AlignOpt = opt.AlignMode.translation,
     deghost: opt.Deghost = True,
+    shard: opt.Shard = None,
     as_json: opt.AsJson = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
     from fusecli.console import fuse_progress, print_fuse_summary
-    from fusecli.discover import discover
+    from fusecli.discover import discover, select_shard
     from fusecli.fuse import fuse_sources
     from fusecli.model import load_model
     from fusecli.outputs import OutputOptions, remove_stale_parts
@@ -227,6 +228,8 @@ def fuse(
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
         output_options = OutputOptions(wanted, linear, overwrite, save_weights)
         sources = discover(paths, group_size=group_size)
+        if (part := opt.shard(shard)) is not None:
+            sources = select_shard(sources, *part)
         torch_device = pick_device(device.value)
         net = load_model(model, torch_device)[0] if not dry_run else None
         with fuse_progress(len(sources), quiet or as_json) as on_result:

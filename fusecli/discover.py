@@ -213,6 +213,14 @@ def _discover_folder(folder: Path, group_size: int | None, seen: set[tuple[int, 
     return stacks
 
 
+def select_shard(sources: Sequence[StackSource], index: int, count: int) -> list[StackSource]:
+    """Shard ``index`` (1-based) of ``count``: the stacks whose rank by name is index - 1 modulo
+    count. Every run of a job array (SLURM, Kubernetes indexed jobs, GNU parallel) discovers the same
+    stacks, so the shards are disjoint and together hold every stack, with no coordination."""
+    ordered = sorted(sources, key=lambda s: s.name)
+    return ordered[index - 1 :: count]
+
+
 def discover(paths: Sequence[Path], group_size: int | None = None) -> list[StackSource]:
     """Find the bracket stacks in folders and files (headers only; nothing is decoded)."""
     if group_size is not None and group_size < 2:

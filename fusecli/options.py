@@ -76,6 +76,19 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard 2/8`` -> (2, 8); a FuseError unless 1 <= I <= N."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise FuseError(f"--shard {text!r}: expected I/N such as 2/8") from None
+    if not 1 <= i <= n:
+        raise FuseError(f"--shard {text!r}: expected 1 <= I <= N")
+    return i, n
+
+
 def _opt(kind, *names: str, **kw):
     return Annotated[kind, typer.Option(*names, **kw)]
 
@@ -160,6 +173,9 @@ SaveWeights = _opt(
     "--save-weights",
     help="Also write NAME_weights.png: which exposure each pixel came from.",
     rich_help_panel="Output",
+)
+Shard = _opt(
+    Optional[str], "--shard", help="Fuse only shard I of N (e.g. 2/8): a job array's share.", rich_help_panel="Input"
 )
 MaxMemory = _opt(
     float,

@@ -280,3 +280,15 @@ def test_outputs_are_ordinary_files_whatever_the_writer_does(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_shards_split_a_run_between_machines(tmp_path):
+    """--shard I/N: disjoint shares that together hold every stack, the same on every machine."""
+    done = []
+    for i in (1, 2):
+        r = _fuse(SAMPLES, "-o", tmp_path / f"s{i}", "--shard", f"{i}/2", "--dry-run", "--json")
+        assert r.exit_code == 0, r.stderr
+        done.append([x["stack"] for x in json.loads(r.stdout)["results"]])
+    assert done == [["cannon_001", "procedural_001"], ["cannon_002"]]
+    bad = _fuse(SAMPLES, "-o", tmp_path / "x", "--shard", "3/2")
+    assert bad.exit_code == 1 and "expected 1 <= I <= N" in bad.stderr
