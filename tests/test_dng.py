@@ -43,3 +43,28 @@ def test_the_sources_unique_camera_model_survives(real, tmp_path):
     with tifffile.TiffFile(tmp_path / "b.dng") as tf:
         tags = {t.code: t.value for t in tf.pages[0].tags.values()}
     assert tags[Tag.UNIQUE_CAMERA_MODEL] == "Canon EOS Kiss X4"  # was "Canon Canon EOS Kiss X4"
+
+
+def test_exposure_and_capture_date_sit_in_an_exif_ifd_that_exiftool_validates(tmp_path):
+    import shutil
+    import subprocess
+    from datetime import datetime
+
+    write_dng(
+        tmp_path / "c.dng",
+        np.zeros((48, 64), np.uint16),
+        camera(),
+        Exposure(1 / 8, 4.0, 200, datetime(2026, 5, 1, 10, 0)),
+    )
+    with tifffile.TiffFile(tmp_path / "c.dng") as tf:
+        page = tf.pages[0]
+        exif = page.tags["ExifTag"].value
+        assert Tag.EXPOSURE_TIME not in page.tags  # not in IFD 0, where exiftool warns about them
+    assert exif["ExposureTime"] == (1, 8) and exif["FNumber"] == (4, 1) and exif["ISOSpeedRatings"] == 200
+    assert exif["DateTimeOriginal"] == "2026:05:01 10:00:00"
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (Debian: libimage-exiftool-perl)")
+    out = subprocess.run(
+        ["exiftool", "-validate", "-warning", "-a", str(tmp_path / "c.dng")], capture_output=True, text=True
+    ).stdout
+    assert out.split() == ["Validate", ":", "OK"], out

@@ -5,12 +5,13 @@ Adobe SDK and so Lightroom require), with the DNG 1.4 tags a raw developer needs
 :class:`Tag` and grouped as HDRMerge's DngFloatWriter groups them: sensor (CFA pattern, per-channel
 black level, white level), colour (ColorMatrix1 with the source's calibration illuminant,
 AsShotNeutral, the source's UniqueCameraModel) and exposure (ExposureTime, FNumber,
-ISOSpeedRatings, DateTime, in IFD 0, where LibRaw reads them). Written to a temporary name and
-renamed, so a crash never leaves a partial file.
+ISOSpeedRatings, DateTimeOriginal in an EXIF sub-IFD, where EXIF readers look; DateTime in IFD 0).
+Written to a temporary name and renamed, so a crash never leaves a partial file.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -25,6 +26,9 @@ from fusecli.io.raw import CameraInfo, cfa_offsets
 
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
 _D65 = 21
+# tifffile refuses to write tag 34665 itself: the entry is written as the next (unassigned) code,
+# which sorts in the same place among IFD 0's entries, and renamed once the EXIF IFD exists
+_EXIF_PLACEHOLDER = 34666
 
 
 class Tag(IntEnum):
@@ -35,9 +39,12 @@ class Tag(IntEnum):
     MODEL = 272
     ORIENTATION = 274
     SOFTWARE = 305
+    EXIF_IFD = 34665
     EXPOSURE_TIME = 33434
     F_NUMBER = 33437
     ISO_SPEED_RATINGS = 34855
+    EXIF_VERSION = 36864
+    DATE_TIME_ORIGINAL = 36867
     CFA_REPEAT_PATTERN_DIM = 33421
     CFA_PATTERN = 33422
     DNG_VERSION = 50706
@@ -97,15 +104,49 @@ def _colour_tags(camera: CameraInfo) -> list[tuple]:
     return tags
 
 
-def _exposure_tags(exposure: Exposure) -> list[tuple]:
-    tags = []
+def _exif_ifd(exposure: Exposure, at: int) -> bytes:
+    """The EXIF sub-IFD (little-endian) that will sit at file offset ``at``: ExifVersion, the
+    exposure time, f-number, ISO and capture time (DateTimeOriginal), where EXIF readers
+    (exiftool, RawTherapee, LibRaw) look for them."""
+    entries: list[tuple[int, int, int, bytes]] = [(Tag.EXIF_VERSION, 7, 4, b"0230")]  # (tag, type, count, data)
     if exposure.time is not None:
-        tags.append((Tag.EXPOSURE_TIME, "2I", 1, _rational(exposure.time), True))
+        entries.append((Tag.EXPOSURE_TIME, 5, 1, struct.pack("<II", *_rational(exposure.time))))
     if exposure.aperture is not None:
-        tags.append((Tag.F_NUMBER, "2I", 1, _rational(exposure.aperture, 100), True))
+        entries.append((Tag.F_NUMBER, 5, 1, struct.pack("<II", *_rational(exposure.aperture, 100))))
     if exposure.iso is not None:
-        tags.append((Tag.ISO_SPEED_RATINGS, "H", 1, int(round(exposure.iso)), True))
-    return tags
+        entries.append((Tag.ISO_SPEED_RATINGS, 3, 1, struct.pack("<H", min(65535, int(round(exposure.iso))))))
+    if exposure.timestamp is not None:
+        entries.append(
+            (Tag.DATE_TIME_ORIGINAL, 2, 20, exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S").encode() + b"\0")
+        )
+    entries.sort(key=lambda e: e[0])
+    size = 2 + 12 * len(entries) + 4
+    table, extra = [struct.pack("<H", len(entries))], b""
+    for tag, kind, count, data in entries:
+        if len(data) <= 4:
+            table.append(struct.pack("<HHI", tag, kind, count) + data.ljust(4, b"\0"))
+        else:
+            table.append(struct.pack("<HHII", tag, kind, count, at + size + len(extra)))
+            extra += data + (b"\0" if len(data) % 2 else b"")
+    return b"".join(table) + b"\0\0\0\0" + extra
+
+
+def _append_exif(path: Path, exposure: Exposure) -> None:
+    """Append the EXIF sub-IFD to a written DNG and turn IFD 0's placeholder entry into the ExifIFD
+    tag pointing at it (tifffile writes no EXIF IFD of its own)."""
+    with tifffile.TiffFile(path) as tf:
+        if tf.byteorder != "<" or tf.is_bigtiff:
+            return
+        entry = tf.pages[0].tags[_EXIF_PLACEHOLDER]
+        code_at, value_at = entry.offset, entry.valueoffset
+    with open(path, "r+b") as f:
+        f.seek(0, 2)
+        at = f.tell() + (f.tell() % 2)
+        f.write(b"\0" * (at - f.tell()) + _exif_ifd(exposure, at))
+        f.seek(code_at)
+        f.write(struct.pack("<HHI", int(Tag.EXIF_IFD), 4, 1))  # LONG, as TIFF readers expect an IFD offset
+        f.seek(value_at)
+        f.write(struct.pack("<I", at))
 
 
 def write_dng(
@@ -124,10 +165,11 @@ def write_dng(
         (Tag.DNG_BACKWARD_VERSION, "B", 4, (1, 1, 0, 0), True),
         *_sensor_tags(camera),
         *_colour_tags(camera),
-        *_exposure_tags(exposure),
+        (_EXIF_PLACEHOLDER, "I", 1, 0, True),  # becomes ExifIFD once the EXIF IFD is appended
     ]
     tags = [(int(t[0]), *t[1:]) for t in sorted(tags, key=lambda t: int(t[0]))]
     when = exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S") if exposure.timestamp else None
     path = Path(path)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, mosaic, photometric=32803, extratags=tags, metadata=None, datetime=when, software=False)
+        _append_exif(tmp, exposure)
