@@ -108,6 +108,18 @@ def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
     return colour.linear_to_srgb(np.moveaxis(chw, 0, -1))
 
 
+def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:
+    """A small sRGB picture of packed planes (4, h, w) [0, 1] for the DNG's preview -> (h', w', 3)
+    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it).
+    Developed at half resolution from the planes (R, mean of the greens, B): no demosaic needed."""
+    rgb = develop(np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1), camera)
+    h, w = rgb.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.round(colour.linear_to_srgb(rgb) * 255).astype(np.uint8)
+
+
 def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to an (H, W, ...) image."""
     ops = {
@@ -189,7 +201,7 @@ def write_outputs(
             mosaic = to_mosaic16(fused, camera.cfa)
             ref = stack.infos[0]
             exposure = Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp)
-            write_dng(path, mosaic, camera, exposure, software="fusecli fuse")
+            write_dng(path, mosaic, camera, exposure, "fusecli fuse", preview=dng_preview(fused, stack.camera))
             continue
         if stack.kind == "raw":
             rgb = render_raw(fused, stack.camera, linear=options.linear and fmt == "tiff")

@@ -1,6 +1,8 @@
 """The fused DNG as photographers' tools read it: Adobe's DNG SDK (dngpy), LibRaw, the source's names."""
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -24,6 +26,12 @@ def test_adobe_dng_sdk_opens_every_fused_dng_of_the_demo(tmp_path):
     for path in outputs:
         dng = dngpy.Dng(path)  # raised "Unable to find main image IFD" before NewSubFileType = 0
         assert dng.raw_pixels.shape[:2] == (384, 512)
+        with tifffile.TiffFile(path) as tf:  # and a small sRGB preview for viewers that develop nothing
+            [preview] = tf.pages[0].pages
+            assert preview.shape == (192, 256, 3) and preview.dtype == np.uint8
+        if shutil.which("exiftool"):
+            out = subprocess.run(["exiftool", "-validate", "-warning", "-a", path], capture_output=True, text=True)
+            assert out.stdout.split() == ["Validate", ":", "OK"], out.stdout
 
 
 def test_main_ifd_and_names_follow_the_dng_specification(tmp_path):

@@ -139,6 +139,8 @@ def _append_exif(path: Path, exposure: Exposure) -> None:
             return
         entry = tf.pages[0].tags[_EXIF_PLACEHOLDER]
         code_at, value_at = entry.offset, entry.valueoffset
+        subifds = tf.pages[0].tags.get(330)  # tifffile writes SubIFDs as type IFD (13); TIFF 6 says LONG
+        subifds_at = subifds.offset if subifds is not None and subifds.count == 1 else None
     with open(path, "r+b") as f:
         f.seek(0, 2)
         at = f.tell() + (f.tell() % 2)
@@ -147,12 +149,22 @@ def _append_exif(path: Path, exposure: Exposure) -> None:
         f.write(struct.pack("<HHI", int(Tag.EXIF_IFD), 4, 1))  # LONG, as TIFF readers expect an IFD offset
         f.seek(value_at)
         f.write(struct.pack("<I", at))
+        if subifds_at is not None:
+            f.seek(subifds_at + 2)
+            f.write(struct.pack("<H", 4))
 
 
 def write_dng(
-    path: Path, mosaic: np.ndarray, camera: CameraInfo, exposure: Exposure = Exposure(), software: str = "fusecli"
+    path: Path,
+    mosaic: np.ndarray,
+    camera: CameraInfo,
+    exposure: Exposure = Exposure(),
+    software: str = "fusecli",
+    preview: np.ndarray | None = None,
 ) -> None:
-    """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included)."""
+    """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included);
+    preview: an optional (h, w, 3) uint8 sRGB picture, stored in a SubIFD (NewSubFileType 1) as
+    cameras and HDRMerge store theirs, for viewers that do not develop raw data."""
     if mosaic.ndim != 2 or mosaic.dtype != np.uint16 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
         raise ValueError(f"expected an even-sized (H, W) uint16 mosaic, got {mosaic.shape} {mosaic.dtype}")
     tags = [
@@ -171,5 +183,16 @@ def write_dng(
     when = exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S") if exposure.timestamp else None
     path = Path(path)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, mosaic, photometric=32803, extratags=tags, metadata=None, datetime=when, software=False)
+        with tifffile.TiffWriter(tmp) as tw:
+            tw.write(
+                mosaic,
+                photometric=32803,
+                extratags=tags,
+                metadata=None,
+                datetime=when,
+                software=False,
+                subifds=1 if preview is not None else None,
+            )
+            if preview is not None:
+                tw.write(np.ascontiguousarray(preview, dtype=np.uint8), photometric="rgb", subfiletype=1, metadata=None)
         _append_exif(tmp, exposure)
