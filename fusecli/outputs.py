@@ -20,7 +20,7 @@ from fusecli.errors import FuseError
 from fusecli.io import common
 from fusecli.io.common import atomic_path
 from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import CameraInfo, cfa_offsets, unpack_bayer
+from fusecli.io.raw import CameraInfo, capture_metadata, cfa_offsets, unpack_bayer
 from fusecli.stack import Stack, StackSource
 
 RAW_FORMATS = ("dng", "tiff", "jpg", "png")
@@ -200,7 +200,8 @@ def write_outputs(
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
             mosaic = to_mosaic16(fused, camera.cfa)
             ref = stack.infos[0]
-            exposure = Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp)
+            carried = capture_metadata(ref.path)  # lens, focal length, copyright, artist of the reference
+            exposure = Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp, **carried)
             write_dng(path, mosaic, camera, exposure, "fusecli fuse", preview=dng_preview(fused, stack.camera))
             continue
         if stack.kind == "raw":

@@ -76,3 +76,33 @@ def test_exposure_and_capture_date_sit_in_an_exif_ifd_that_exiftool_validates(tm
         ["exiftool", "-validate", "-warning", "-a", str(tmp_path / "c.dng")], capture_output=True, text=True
     ).stdout
     assert out.split() == ["Validate", ":", "OK"], out
+
+
+def test_the_reference_frames_capture_metadata_is_carried_over(tmp_path):
+    """Capture date, exposure, lens, focal length, copyright and artist of the reference frame
+    survive into the fused DNG (exiftool's -TagsFromFile behaviour)."""
+    from datetime import datetime
+
+    from conftest import smooth_scene
+
+    from fusecli.io.raw import capture_metadata, probe_raw
+
+    scene, cam = smooth_scene(), camera()
+    (tmp_path / "in").mkdir()
+    for k, r in enumerate((1.0, 0.25)):
+        mosaic = np.clip(np.minimum(scene * r, 1.0) * 3000 + 600, 0, 4095).astype(np.uint16)
+        shot = Exposure(
+            r / 8, 4.0, 200, datetime(2026, 5, 1, 10, 0, k), 35.0, "EF 24-70mm f/2.8L", "(c) A. B.", "A. B."
+        )
+        write_dng(tmp_path / "in" / f"IMG_{k + 1}.dng", mosaic, cam, shot)
+    r = runner.invoke(app, ["fuse", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--align", "none"])
+    assert r.exit_code == 0, r.stderr
+    fused = tmp_path / "out" / "in_fused.dng"
+    assert capture_metadata(fused) == {
+        "lens": "EF 24-70mm f/2.8L",
+        "focal_length": 35.0,
+        "copyright": "(c) A. B.",
+        "artist": "A. B.",
+    }
+    info = probe_raw(fused)
+    assert (info.exposure_time, info.iso, info.timestamp) == (0.125, 200.0, datetime(2026, 5, 1, 10, 0, 0))

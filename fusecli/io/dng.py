@@ -45,6 +45,10 @@ class Tag(IntEnum):
     ISO_SPEED_RATINGS = 34855
     EXIF_VERSION = 36864
     DATE_TIME_ORIGINAL = 36867
+    FOCAL_LENGTH = 37386
+    LENS_MODEL = 42036
+    ARTIST = 315
+    COPYRIGHT = 33432
     CFA_REPEAT_PATTERN_DIM = 33421
     CFA_PATTERN = 33422
     DNG_VERSION = 50706
@@ -66,6 +70,10 @@ class Exposure:
     aperture: float | None = None
     iso: float | None = None
     timestamp: datetime | None = None
+    focal_length: float | None = None  # mm
+    lens: str | None = None
+    copyright: str | None = None
+    artist: str | None = None
 
 
 def _rational(value: float, limit: int = 1_000_000) -> tuple[int, int]:
@@ -119,6 +127,11 @@ def _exif_ifd(exposure: Exposure, at: int) -> bytes:
         entries.append(
             (Tag.DATE_TIME_ORIGINAL, 2, 20, exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S").encode() + b"\0")
         )
+    if exposure.focal_length is not None:
+        entries.append((Tag.FOCAL_LENGTH, 5, 1, struct.pack("<II", *_rational(exposure.focal_length, 1000))))
+    if exposure.lens:
+        text = exposure.lens.encode("ascii", "replace") + b"\0"
+        entries.append((Tag.LENS_MODEL, 2, len(text), text))
     entries.sort(key=lambda e: e[0])
     size = 2 + 12 * len(entries) + 4
     table, extra = [struct.pack("<H", len(entries))], b""
@@ -179,6 +192,8 @@ def write_dng(
         *_colour_tags(camera),
         (_EXIF_PLACEHOLDER, "I", 1, 0, True),  # becomes ExifIFD once the EXIF IFD is appended
     ]
+    owner = ((Tag.ARTIST, exposure.artist), (Tag.COPYRIGHT, exposure.copyright))
+    tags += [(tag, "s", 0, text, True) for tag, text in owner if text]
     tags = [(int(t[0]), *t[1:]) for t in sorted(tags, key=lambda t: int(t[0]))]
     when = exposure.timestamp.strftime("%Y:%m:%d %H:%M:%S") if exposure.timestamp else None
     path = Path(path)
