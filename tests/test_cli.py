@@ -100,3 +100,32 @@ def test_installed_command_runs_as_a_subprocess():
     )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["stacks"]) == 3
+
+
+def test_help_follows_typer_and_click_conventions():
+    short = runner.invoke(app, ["fuse", "-h"])
+    assert short.exit_code == 0 and "--max-memory" in short.stdout
+    for panel in ("Input", "Output", "Alignment", "Model and device"):
+        assert panel in short.stdout  # fuse's options grouped, as enfuse groups its own
+    top = runner.invoke(app, ["--help"])
+    assert "--install-completion" in top.stdout and "--show-completion" in top.stdout
+    train = runner.invoke(app, ["train", "--help"])
+    assert "TOML configuration" in train.stdout and "(, , , , )" not in train.stdout  # no markup eaten
+
+
+def test_piped_output_keeps_rows_and_errors_on_one_line(tmp_path):
+    """Off a terminal Rich would fold tables at 80 columns: a pipeline reading them gets full rows;
+    a user error stays one line however long the path."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "fusecli", "inspect", str(SAMPLES)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0
+    assert any("cannon_001" in line and "frame_1.dng" in line and "exif" in line for line in r.stdout.splitlines())
+    deep = tmp_path / ("a_rather_long_folder_name_" * 6) / "missing"
+    r = subprocess.run(
+        [sys.executable, "-m", "fusecli", "inspect", str(deep)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(deep) in r.stderr
