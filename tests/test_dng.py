@@ -106,3 +106,29 @@ def test_the_reference_frames_capture_metadata_is_carried_over(tmp_path):
     }
     info = probe_raw(fused)
     assert (info.exposure_time, info.iso, info.timestamp) == (0.125, 200.0, datetime(2026, 5, 1, 10, 0, 0))
+
+
+def test_a_fused_canon_bracket_opens_in_the_adobe_sdk_with_its_camera_names(real, tmp_path):
+    """A bracket made of the real Canon 550D sensor data (conftest writes it with the source's
+    camera description), fused: the DNG opens in the Adobe SDK and keeps the source's names."""
+    import rawpy
+    from conftest import write_bracket_files
+
+    dngpy = pytest.importorskip("dngpy", reason="dngpy (the Adobe DNG SDK as a wheel) is in the test extra")
+    path = real("raw_single_canon_eos_kiss_x4_magiclantern_dng/colorchart.dng")
+    with rawpy.imread(str(path)) as raw:
+        mosaic = raw.raw_image_visible[:400, :600].astype(np.float64)
+    scene = (mosaic - 2056) / (15000 - 2056) * 1.5
+    write_bracket_files(
+        tmp_path / "canon", scene, [1, 0.25, 0.0625], cam=read_camera(path), times=[1 / 8, 1 / 32, 1 / 128]
+    )
+    r = runner.invoke(app, ["fuse", str(tmp_path / "canon"), "-o", str(tmp_path / "out"), "--align", "none"])
+    assert r.exit_code == 0, r.stderr
+    fused = tmp_path / "out" / "canon_fused.dng"
+    assert dngpy.Dng(str(fused)).raw_pixels.shape[:2] == (400, 600)
+    with tifffile.TiffFile(fused) as tf:
+        tags = tf.pages[0].tags
+        assert (
+            tags[int(Tag.UNIQUE_CAMERA_MODEL)].value == "Canon EOS Kiss X4"
+            and tags["Model"].value == "Canon EOS Kiss X4"
+        )
