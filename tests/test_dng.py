@@ -132,3 +132,67 @@ def test_a_fused_canon_bracket_opens_in_the_adobe_sdk_with_its_camera_names(real
             tags[int(Tag.UNIQUE_CAMERA_MODEL)].value == "Canon EOS Kiss X4"
             and tags["Model"].value == "Canon EOS Kiss X4"
         )
+
+
+def test_a_dual_illuminant_calibration_is_kept(tmp_path):
+    import dataclasses
+
+    matrix2 = (
+        7000,
+        10000,
+        -2000,
+        10000,
+        -500,
+        10000,
+        -4000,
+        10000,
+        12000,
+        10000,
+        2500,
+        10000,
+        -500,
+        10000,
+        1500,
+        10000,
+        6000,
+        10000,
+    )
+    forward = (
+        7000,
+        10000,
+        1500,
+        10000,
+        1000,
+        10000,
+        3000,
+        10000,
+        7000,
+        10000,
+        0,
+        10000,
+        0,
+        10000,
+        0,
+        10000,
+        8000,
+        10000,
+    )
+    source = dataclasses.replace(
+        camera(),
+        illuminant=21,
+        dng_colour=(("ColorMatrix2", matrix2), ("CalibrationIlluminant2", (17,)), ("ForwardMatrix1", forward)),
+    )
+    write_dng(tmp_path / "src.dng", np.zeros((48, 64), np.uint16), source)
+    again = read_camera(tmp_path / "src.dng")
+    assert dict(again.dng_colour) == {
+        "ColorMatrix2": matrix2,
+        "CalibrationIlluminant2": (17,),
+        "ForwardMatrix1": forward,
+    }
+    write_dng(tmp_path / "fused.dng", np.zeros((48, 64), np.uint16), again)  # as fuse writes its output
+    with tifffile.TiffFile(tmp_path / "fused.dng") as tf:
+        tags = tf.pages[0].tags
+        assert (
+            tags[int(Tag.CALIBRATION_ILLUMINANT_2)].value == 17
+            and tuple(tags[int(Tag.COLOR_MATRIX_2)].value) == matrix2
+        )

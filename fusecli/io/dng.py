@@ -60,6 +60,10 @@ class Tag(IntEnum):
     COLOR_MATRIX_1 = 50721
     AS_SHOT_NEUTRAL = 50728
     CALIBRATION_ILLUMINANT_1 = 50778
+    CALIBRATION_ILLUMINANT_2 = 50779
+    COLOR_MATRIX_2 = 50722
+    FORWARD_MATRIX_1 = 50964
+    FORWARD_MATRIX_2 = 50965
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,14 @@ def _colour_tags(camera: CameraInfo) -> list[tuple]:
             (Tag.COLOR_MATRIX_1, "2i", 9, tuple(v for m in camera.color_matrix for v in _rational(m, 10_000)), True)
         )
         tags.append((Tag.CALIBRATION_ILLUMINANT_1, "H", 1, int(camera.illuminant or _D65), True))
+    for name, values in camera.dng_colour:  # the source's second calibration and forward matrices
+        if name == "CalibrationIlluminant2":
+            tags.append((Tag.CALIBRATION_ILLUMINANT_2, "H", 1, int(values[0]), True))
+        elif len(values) == 18:
+            code = {"ColorMatrix2": Tag.COLOR_MATRIX_2, "ForwardMatrix1": Tag.FORWARD_MATRIX_1}.get(
+                name, Tag.FORWARD_MATRIX_2
+            )
+            tags.append((code, "2i", 9, tuple(int(v) for v in values), True))
     wr, wg, wb = camera.white_balance
     tags.append((Tag.AS_SHOT_NEUTRAL, "2I", 3, tuple(v for n in (wg / wr, 1.0, wg / wb) for v in _rational(n)), True))
     return tags

@@ -45,6 +45,9 @@ class CameraInfo:
     orientation: int = 1
     unique_model: str | None = None  # DNG UniqueCameraModel of the source, when it is a DNG
     illuminant: int | None = None  # EXIF LightSource code the colour matrix was calibrated for
+    # a DNG source's own colour calibration, kept as it was: (tag name, rational numbers) pairs of
+    # ColorMatrix2, CalibrationIlluminant2, ForwardMatrix1 and ForwardMatrix2 where it has them
+    dng_colour: tuple[tuple[str, tuple], ...] = ()
 
 
 def cfa_offsets(cfa: str) -> list[tuple[int, int]]:
@@ -161,6 +164,12 @@ def _tiff_metadata(path: Path) -> dict:
         ill, m = next(((i, m) for i, m in matrices if i == 21), matrices[-1])
         out["color_matrix"] = tuple(m[2 * i] / m[2 * i + 1] for i in range(9))
         out["illuminant"] = int(ill) if ill else None
+    extra = []
+    for name in ("ColorMatrix2", "CalibrationIlluminant2", "ForwardMatrix1", "ForwardMatrix2"):
+        value = tags.get(name)
+        if value is not None:
+            extra.append((name, tuple(value) if isinstance(value, (tuple, list)) else (int(value),)))
+    out["dng_colour"] = tuple(extra)
     if tags.get("UniqueCameraModel"):
         out["unique_model"] = str(tags["UniqueCameraModel"]).strip()
     neutral = tags.get("AsShotNeutral")
@@ -261,6 +270,7 @@ def _sensor(raw: rawpy.RawPy, path: Path, meta: dict) -> CameraInfo:
         orientation=int(meta.get("orientation") or 1),
         unique_model=meta.get("unique_model"),
         illuminant=meta.get("illuminant") if meta.get("color_matrix") is not None else None,
+        dng_colour=meta.get("dng_colour", ()) if meta.get("illuminant") is not None else (),
     )
     if any(camera.white_level <= b for b in black):
         raise FuseError(f"{path}: white level {camera.white_level:g} is not above the black level {max(black):g}")
