@@ -89,24 +89,46 @@ def shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _metavar(kind) -> str | None:
+    """What help shows for an option's value: nothing for a flag, a word for the rest (Typer's own
+    would be <bool>, <str>, <list[Path]>); None keeps the choices of an Enum."""
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    base = args[0] if args else kind
+    inner = getattr(base, "__args__", None)
+    base = inner[0] if inner else base
+    if isinstance(base, type) and issubclass(base, Enum):
+        return None
+    return {bool: "", int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}.get(base, "VALUE")
+
+
 def _opt(kind, *names: str, **kw):
+    metavar = _metavar(kind)
+    if metavar is not None and "metavar" not in kw:
+        kw["metavar"] = metavar
     return Annotated[kind, typer.Option(*names, **kw)]
 
 
 # --- shared by several commands ------------------------------------------------------------------
 Paths = Annotated[
-    List[Path], typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files.")
+    List[Path],
+    typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files."),
 ]
 GroupSize = _opt(
     Optional[int], "--group-size", help="Split flat folders into brackets of N frames.", rich_help_panel="Input"
 )
 Ratios = _opt(
-    Optional[str], "--ratios", help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata)."
+    Optional[str],
+    "--ratios",
+    help="Exposure ratios, brightest first, e.g. 1,0.25,0.0625 (overrides metadata).",
+    rich_help_panel="Input",
 )
 TransferOpt = _opt(Transfer, "--transfer", help="Transfer of non-RAW frames.", rich_help_panel="Input")
 AlignOpt = _opt(AlignMode, "--align", help="Register frames onto the reference first.", rich_help_panel="Alignment")
 Deghost = _opt(
-    bool, "--deghost/--no-deghost", help="Where frames disagree after alignment (motion), use the reference."
+    bool,
+    "--deghost/--no-deghost",
+    help="Where frames disagree after alignment (motion), use the reference.",
+    rich_help_panel="Alignment",
 )
 ModelFile = _opt(
     Optional[Path], "--model", help="Model file (default: the bundled one).", rich_help_panel="Model and device"
@@ -140,7 +162,8 @@ MovingObject = _opt(bool, "--moving-object", help="Add a small object that moves
 
 # --- train ---------------------------------------------------------------------------------------
 Datasets = Annotated[
-    Optional[List[Path]], typer.Argument(help="Folders of stacks with labels (label.* beside the frames).")
+    Optional[List[Path]],
+    typer.Argument(help="Folders of stacks with labels (label.* beside the frames)."),
 ]
 RunDir = _opt(Optional[Path], "--run-dir", help="Run folder: config, log.jsonl, checkpoints, cache.")
 Config = _opt(Optional[Path], "--config", help="TOML configuration: tables model, loss, optim, data, train.")
@@ -159,7 +182,10 @@ Export = _opt(Optional[Path], "--export", help="Write the trained model (best ch
 
 # --- fuse ----------------------------------------------------------------------------------------
 Formats = _opt(
-    Optional[str], "--format", help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, else tiff)."
+    Optional[str],
+    "--format",
+    help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, else tiff).",
+    rich_help_panel="Output",
 )
 Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).", rich_help_panel="Output")
 Overwrite = _opt(
@@ -187,7 +213,8 @@ MaxMemory = _opt(
 
 # --- eval ----------------------------------------------------------------------------------------
 EvalPaths = Annotated[
-    List[Path], typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without.")
+    List[Path],
+    typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without."),
 ]
 Methods = _opt(str, "--method", help="Comma-separated methods: model, mertens, enfuse, single, uniform.")
 Preds = _opt(

@@ -129,3 +129,10 @@ def test_piped_output_keeps_rows_and_errors_on_one_line(tmp_path):
         [sys.executable, "-m", "fusecli", "inspect", str(deep)], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(deep) in r.stderr
+
+
+def test_option_values_are_named_not_typed_in_help():
+    text = runner.invoke(app, ["fuse", "-h"], terminal_width=160).stdout
+    assert "--out" in text and "PATH" in text and "--group-size" in text
+    assert "<str>" not in text and "<float>" not in text and "<int>" not in text  # Typer's type tags
+    assert text.count("<bool>") == 1  # only Typer's own --help flag keeps its tag
