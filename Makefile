@@ -12,7 +12,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-# Every benchmark of bench/README.md, about 7 minutes on a 2-core CPU. enfuse and hugin-tools
+# Every benchmark of bench/README.md (the real-bracket one alone takes about 8 minutes on a 2-core CPU). enfuse and hugin-tools
 # (Debian) are installed first when they can be; their comparisons are skipped with a message if not.
 bench: $(VENV)/.installed
 	@command -v enfuse >/dev/null && command -v align_image_stack >/dev/null || \
