@@ -22,26 +22,13 @@ from fusecli.fuse import fuse_stack
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import RAW_EXTENSIONS
-from fusecli.losses import FusionLoss, LossConfig
+from fusecli.losses import TERMS, FusionLoss, LossConfig
 from fusecli.metrics import MefSsim, psnr, ssim
 from fusecli.model import FuseNet
 from fusecli.outputs import display
 from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
 
-METRICS = (
-    "total",
-    "l1",
-    "gradient_l1",
-    "grad_sign",
-    "high_smooth",
-    "luma_grad",
-    "black_reg",
-    "psnr",
-    "ssim",
-    "display_psnr",
-    "display_ssim",
-    "mef_ssim",
-)
+METRICS = ("total", *(t for t in TERMS if t != "mef"), "psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim")
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim"})
 BUILTIN_METHODS = ("model", "mertens", "enfuse", "single", "uniform")
 #: MEF-SSIM is scored on display-referred grey images downscaled (area) to this longest side.
