@@ -108,11 +108,16 @@ def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
     return colour.linear_to_srgb(np.moveaxis(chw, 0, -1))
 
 
+def develop_half(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
+    """Packed planes (4, h, w) [0, 1] -> (h, w, 3) linear sRGB [0, 1] at half resolution (R, mean
+    of the greens, B: no demosaic), unrotated: for previews and contact sheets."""
+    return develop(np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1), camera)
+
+
 def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:
     """A small sRGB picture of packed planes (4, h, w) [0, 1] for the DNG's preview -> (h', w', 3)
-    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it).
-    Developed at half resolution from the planes (R, mean of the greens, B): no demosaic needed."""
-    rgb = develop(np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1), camera)
+    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it)."""
+    rgb = develop_half(planes, camera)
     h, w = rgb.shape[:2]
     scale = min(1.0, side / max(h, w))
     if scale < 1:

@@ -26,7 +26,7 @@ import numpy as np
 
 from fusecli.colour import linear_to_srgb
 from fusecli.evaluate import HIGHER_IS_BETTER, Case, Prediction
-from fusecli.outputs import develop, orient, weight_map, write_picture
+from fusecli.outputs import develop_half, orient, weight_map, write_picture
 from fusecli.stack import Stack
 
 TILE = 256  # tile width in pixels
@@ -39,8 +39,7 @@ SUMMARY_METRICS = ("psnr", "ssim", "mef_ssim", "l1", "total")
 def display_rgb(chw: np.ndarray, stack: Stack) -> np.ndarray:
     """(C, H, W) linear [0, 1] in the stack's domain -> (H', W', 3) float32 sRGB [0, 1], upright."""
     if stack.kind == "raw" and stack.camera is not None:
-        rgb = develop(np.stack([chw[0], 0.5 * (chw[1] + chw[2]), chw[3]], axis=-1), stack.camera)
-        return orient(linear_to_srgb(rgb), stack.camera.orientation)
+        return orient(linear_to_srgb(develop_half(chw, stack.camera)), stack.camera.orientation)
     hwc = np.moveaxis(chw, 0, -1)
     if hwc.shape[-1] == 1:
         hwc = np.repeat(hwc, 3, axis=-1)
