@@ -63,10 +63,11 @@ class ModelConfig:
         return 1 if self.weight_mode == "frame" else c
 
 
-def _interp_rows(n_out: int, n_in: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For each of ``n_out`` output rows, the two input rows and the weight of the second, as
-    F.interpolate(mode="bilinear", align_corners=False) uses them -> (lo, hi, frac), each (n_out,)."""
-    pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_(0, n_in - 1)
+def _interp_rows(rows: slice, n_out: int, n_in: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For output ``rows`` of ``n_out``, the two input rows of ``n_in`` and the weight of the second,
+    as F.interpolate(mode="bilinear", align_corners=False) uses them -> (lo, hi, frac), each (rows,)."""
+    y = torch.arange(rows.start, rows.stop, dtype=torch.float64)
+    pos = ((y + 0.5) * (n_in / n_out) - 0.5).clamp_(0, n_in - 1)
     lo = pos.floor().long()
     hi = (lo + 1).clamp_(max=n_in - 1)
     frac = (pos - lo).to(device=like.device, dtype=like.dtype)
@@ -80,9 +81,8 @@ def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> t
     linear interpolation, O(rows * width). (A dense (rows, h) interpolation matrix cost 20x more
     once the low-resolution side grew to the blend size.)"""
     n, m, h, w = coef.shape
-    lo, hi, frac = _interp_rows(height, h, coef)
-    lo, hi, frac = lo[rows], hi[rows], frac[rows, None]
-    tall = torch.lerp(coef.index_select(2, lo), coef.index_select(2, hi), frac)  # (N, M, rows, w)
+    lo, hi, frac = _interp_rows(rows, height, h, coef)
+    tall = torch.lerp(coef.index_select(2, lo), coef.index_select(2, hi), frac[:, None])  # (N, M, rows, w)
     if w == width:
         return tall
     wide = F.interpolate(tall.reshape(n * m, tall.shape[-2], w), size=width, mode="linear", align_corners=False)
