@@ -244,11 +244,9 @@ def discover(paths: Sequence[Path], group_size: int | None = None) -> list[Stack
         files, notes = _drop_raw_duplicates(loose)
         items, broken = _probe_all(files)
         stacks += [StackSource(f.stem, (), error=why) for f, why in broken]
-        if not items:
-            pass
-        elif len(files) == 1 and len(items) > 1:
+        if len(files) == 1 and len(items) > 1:
             stacks.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
-        else:
+        elif items:
             stacks += _group(items, items[0].path.stem, None, None, group_size, notes)
     names: dict[str, int] = {}
     unique = []
