@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from fusecli import config
+from fusecli.blend import srgb_encode
 from fusecli.errors import FuseError
+from fusecli.metrics import mef_ssim
 
 __all__ = [
     "l1",
@@ -297,9 +299,6 @@ def mef_loss(frames: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """1 - MEF-SSIM (single scale) of the sRGB-encoded result against the sRGB-encoded frames: what
     a viewer sees of the structure each exposure holds, with no label (Ma et al. 2019 train MEF-Net
     on it). frames (B, K, C, H, W), y (B, C, H, W), linear [0, 1], H, W >= 11 -> 0-dim tensor."""
-    from fusecli.blend import srgb_encode
-    from fusecli.metrics import mef_ssim
-
     return 1.0 - mef_ssim(srgb_encode(frames), srgb_encode(y), levels=1)
 
 
