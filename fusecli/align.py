@@ -376,6 +376,12 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float], display
     them is above frame k's noise floor; where any channel differs by more than ``GHOST_RATIO``
     (after ``GHOST_FLOOR`` plus frame k's noise floor is added to both), the region (opened,
     dilated, feathered) takes the reference's pixels at frame k's exposure: (1 - m) frame_k + m min(frame_0 ratio_k, 1).
+
+    ``display_referred`` frames (decoded from camera JPEGs or PNGs) went through a camera tone curve
+    that the ratio does not undo (dividing by it marked 50-81 % of some 8-bit tripod frames as
+    moving): each frame is brought to the reference's brightness, and the reference to the frame's,
+    through their intensity mapping instead (matched quantiles per channel over the pixels unclipped
+    in both), and only where the reference is unclipped does it stand in.
     """
     k, _, h, w = frames.shape
     small = (max(1, w // 4), max(1, h // 4))
@@ -396,6 +402,14 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float], display
     shares = [0.0]
     for j in range(1, k):
         b, ok = low(j)
+        curves = None
+        if display_referred:  # frame j at the reference's brightness, through their intensity mapping
+            both = ref_ok & ok
+            if int(both.sum()) < 64:
+                shares.append(0.0)
+                continue
+            curves = [_quantile_map(b[c][both] * ratios[j], ref_b[c][both]) for c in range(b.shape[0])]
+            b = np.stack([np.interp(b[c] * ratios[j], *curves[c]) for c in range(b.shape[0])]).astype(np.float32)
         # Frame j's noise floor in reference units: a dark frame can only say "darker than this".
         floor = np.float32(GHOST_FLOOR + 2 * FLOOR / ratios[j])
         ratio = (b + floor) / (ref_b + floor)  # per channel: a moving object may differ in colour only
@@ -410,6 +424,11 @@ def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float], display
             continue
         soft = cv2.GaussianBlur(cv2.dilate(ghost, kernel).astype(np.float32), (0, 0), 1.5)
         m = np.clip(cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) * 1.5, 0, 1)
-        frames[j] += m * (np.minimum(frames[0] * np.float32(ratios[j] / ratios[0]), 1.0) - frames[j])
+        if curves is None:
+            stand_in = np.minimum(frames[0] * np.float32(ratios[j] / ratios[0]), 1.0)
+        else:  # the reference at frame j's brightness (the inverse mapping), where it is unclipped
+            stand_in = np.stack([np.interp(frames[0][c], curves[c][1], curves[c][0]) for c in range(len(curves))])
+            m = m * (frames[0].max(axis=0) < CLIP)
+        frames[j] += m * (stand_in.astype(np.float32) - frames[j])
         shares.append(float((m > 0.5).mean()))
     return shares
