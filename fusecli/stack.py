@@ -472,11 +472,14 @@ def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = Tru
     """Align a decoded stack's frames onto the reference and replace ghosts, in place -> the stack
     with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
     frames, motion = align.align_stack(stack.frames, stack.ratios, mode)
+    notes = stack.notes
+    if len(motion) > 1 and all(m.reason == f"moved under {align.STILL:g} px" for m in motion[1:]):
+        notes = (*notes, f"tripod: no frame moved over {align.STILL:g} px at half the registration size; none warped")
     if deghost:
         shares = align.deghost(frames, stack.ratios, display_referred=stack.transfer == "srgb")
         for m, share in zip(motion, shares):
             m.ghost_share = share
-    return dataclasses.replace(stack, frames=frames, motion=tuple(motion))
+    return dataclasses.replace(stack, frames=frames, motion=tuple(motion), notes=notes)
 
 
 def prefetch(
