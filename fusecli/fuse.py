@@ -8,6 +8,7 @@ describes the behaviour.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -111,32 +112,69 @@ def fuse_sources(
     if dry_run or not todo:
         return results
     opening = [s for s in sources if s.name in todo]
-    for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options)):
-        t0 = time.perf_counter()
-        paths = todo[source.name]
-        missing = paths if output_options.overwrite else [p for p in paths if not p.exists()]
-        if error is not None:
-            result = Result(source.name, "failed", reason=str(error))
-        else:
-            try:
-                fused, weights = fuse_stack(model, stack, device, max_memory, keep_weights=output_options.save_weights)
-                write_outputs(stack, source, fused, weights, output_options, paths, only=missing)
-                result = _fused(stack, source, paths, time.perf_counter() - t0, stack_options)
-                result.outputs = [str(p) for p in missing]
-                if len(missing) < len(paths):
-                    kept = ", ".join(p.name for p in paths if p not in missing)
-                    result.warnings.append(f"{source.name}: kept the existing {kept} (use --overwrite to replace it)")
-            except FuseError as e:
-                result = Result(source.name, "failed", reason=str(e))
-            except OSError as e:
-                why = e.strerror or str(e) or type(e).__name__
-                result = Result(
-                    source.name, "failed", reason=f"{getattr(e, 'filename', None) or out_dir}: cannot write ({why})"
-                )
-        results.append(result)
-        if on_result:
-            on_result(result)
+    # Three stages in flight: the next stack is opened (prefetch's thread) while this one is fused
+    # (here) and the previous one is encoded and written (the writer's thread); LibRaw, OpenCV,
+    # tifffile and torch release the GIL. Results are reported in order.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing: Future | None = None
+        for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options)):
+            t0 = time.perf_counter()
+            paths = todo[source.name]
+            if error is not None:
+                job = None
+                result = Result(source.name, "failed", reason=str(error))
+            else:
+                try:
+                    fused, weights = fuse_stack(
+                        model, stack, device, max_memory, keep_weights=output_options.save_weights
+                    )
+                    job = writer.submit(
+                        _write, stack, source, fused, weights, output_options, paths, out_dir, stack_options, t0
+                    )
+                except FuseError as e:
+                    job, result = None, Result(source.name, "failed", reason=str(e))
+            if writing is not None:  # the previous stack's row first
+                _report(writing.result(), results, on_result)
+            writing = job
+            if job is None:
+                _report(result, results, on_result)
+        if writing is not None:
+            _report(writing.result(), results, on_result)
     return results
+
+
+def _report(result: Result, results: list[Result], on_result: Callable[[Result], None] | None) -> None:
+    results.append(result)
+    if on_result:
+        on_result(result)
+
+
+def _write(
+    stack: Stack,
+    source: StackSource,
+    fused: np.ndarray,
+    weights: np.ndarray | None,
+    options: OutputOptions,
+    paths: list[Path],
+    out_dir: Path,
+    stack_options: StackOptions,
+    t0: float,
+) -> Result:
+    """Write one fused stack's outputs (the writer thread) -> its summary row."""
+    missing = paths if options.overwrite else [p for p in paths if not p.exists()]
+    try:
+        write_outputs(stack, source, fused, weights, options, paths, only=missing)
+    except FuseError as e:
+        return Result(source.name, "failed", reason=str(e))
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        return Result(source.name, "failed", reason=f"{getattr(e, 'filename', None) or out_dir}: cannot write ({why})")
+    result = _fused(stack, source, paths, time.perf_counter() - t0, stack_options)
+    result.outputs = [str(p) for p in missing]
+    if len(missing) < len(paths):
+        kept = ", ".join(p.name for p in paths if p not in missing)
+        result.warnings.append(f"{source.name}: kept the existing {kept} (use --overwrite to replace it)")
+    return result
 
 
 def _plan(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
