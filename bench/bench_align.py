@@ -40,7 +40,7 @@ from common import describe  # noqa: E402
 
 from fusecli import align  # noqa: E402
 from fusecli.discover import discover  # noqa: E402
-from fusecli.evaluate import Prediction, score  # noqa: E402
+from fusecli.evaluate import Case, Prediction, score  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
 from fusecli.losses import LossConfig  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
@@ -194,7 +194,7 @@ def main() -> None:
                     stack = fn(stack)
                     secs.append(time.perf_counter() - t0)
                     fused, weights = fuse_stack(model, stack, device)
-                    rows.append(score(Prediction(fused, weights), stack.frames, label_img, loss))
+                    rows.append(score(Prediction(fused, weights), Case(source, stack, label_img), loss))
                     meta = json.loads((source.frames[0].path.parent / "synth.json").read_text())["motion"].get("object")
                     if meta:
                         obj.append(
