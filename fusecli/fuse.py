@@ -7,6 +7,7 @@ describes the behaviour.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,10 +70,11 @@ def fuse_stack(
     else:
         fused, weights = model(frames, ratios, None, rows, keep_weights, shown)
     out = fused[0].float()
-    if not bool(torch.isfinite(out).all()):
+    total = float(out.sum())  # one pass for both checks: NaN or Inf anywhere makes it non-finite
+    if not math.isfinite(total):
         raise FuseError(f"stack {stack.name}: the model produced non-finite values; nothing was written")
     out = out.clamp_(0, 1).cpu().numpy()
-    if not out.any() and stack.frames.any():
+    if total <= 0.0 and not out.any() and stack.frames.any():  # a positive sum has a positive pixel
         raise FuseError(
             f"stack {stack.name}: the model produced an all-black image from non-black frames; nothing was written"
         )

@@ -296,25 +296,37 @@ class FuseNet(nn.Module):
         # detail takes one weight per frame (the mean over channels): K maps to upsample, not K x C
         frame_weights = weights.mean(dim=2, keepdim=True)
         coef = (frame_weights * gain.clamp(0.25, 4.0)).flatten(1, 2).contiguous()  # (B, K, hb, wb)
-        cw = 1
         low = (base - (coef.view(b, k, 1, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
         coef_w = frame_weights.flatten(1, 2).contiguous() if keep_weights else None
-        step = band_rows or height
-        fused_bands, weight_bands = [], []
+        # One pass: each band of rows reads its rows of the frames once and writes its rows of the
+        # output once; the band's upsampled maps and its sum stay in the CPU's cache (bench_mertens:
+        # this stage against one read of the frames and one write of the output).
+        fused = torch.empty(b, c, height, width, device=frames.device, dtype=base.dtype)
+        out_weights = (
+            torch.empty(b, k, 1, height, width, device=frames.device, dtype=base.dtype) if keep_weights else None
+        )
+        step = min(band_rows or height, cache_rows(width, k, c))
         for y0 in range(0, height, step):
             rows = slice(y0, min(height, y0 + step))
-            fused = upsample_rows(low, rows, height, width)
-            c_up = upsample_rows(coef, rows, height, width).view(b, k, cw, -1, width)
-            band = frames[..., rows, :]
-            for j in range(k):  # frame by frame: no (B, K, C, rows, W) product in memory
-                fused = torch.addcmul(fused, c_up[:, j], band[:, j])
-            fused_bands.append(fused)
-            if keep_weights:  # per frame at full resolution (what a weight map shows)
-                weight_bands.append(upsample_rows(coef_w, rows, height, width).view(b, k, 1, -1, width))
-        fused = torch.cat(fused_bands, dim=-2) if len(fused_bands) > 1 else fused_bands[0]
-        if not keep_weights:
-            return fused, None
-        return fused, (torch.cat(weight_bands, dim=-2) if len(weight_bands) > 1 else weight_bands[0])
+            band = upsample_rows(low, rows, height, width)
+            c_up = upsample_rows(coef, rows, height, width)
+            for j in range(k - 1):  # frame by frame: no (B, K, C, rows, W) product
+                band.addcmul_(c_up[:, j : j + 1], frames[:, j, :, rows])
+            torch.addcmul(band, c_up[:, k - 1 : k], frames[:, k - 1, :, rows], out=fused[..., rows, :])
+            if out_weights is not None:  # per frame at full resolution (what a weight map shows)
+                out_weights[..., rows, :] = upsample_rows(coef_w, rows, height, width)[:, :, None]
+        return fused, out_weights
+
+
+#: Bytes of a band's working set (its upsampled maps and its sum) in the full-resolution stage.
+#: Measured on the 2-core CI machine at 12 MP (bench/README.md): bands that fit a core's L2 (1 MiB)
+#: cost 2.4x more than 16 MiB ones, each band's dozen small operations dominating.
+BAND_BYTES = 16 * 2**20
+
+
+def cache_rows(width: int, k: int, c: int) -> int:
+    """Rows per band of the full-resolution stage for frames of ``width``, K frames and C channels."""
+    return max(4, BAND_BYTES // (4 * width * (k + c)))
 
 
 # --- model files ----------------------------------------------------------------------------------
