@@ -312,7 +312,10 @@ class FuseNet(nn.Module):
             c_up = upsample_rows(coef, rows, height, width)
             for j in range(k - 1):  # frame by frame: no (B, K, C, rows, W) product
                 band.addcmul_(c_up[:, j : j + 1], frames[:, j, :, rows])
-            torch.addcmul(band, c_up[:, k - 1 : k], frames[:, k - 1, :, rows], out=fused[..., rows, :])
+            if torch.is_grad_enabled():  # (out= has no gradient)
+                fused[..., rows, :] = torch.addcmul(band, c_up[:, k - 1 : k], frames[:, k - 1, :, rows])
+            else:  # the last frame's product written straight into the output: no copy of the band
+                torch.addcmul(band, c_up[:, k - 1 : k], frames[:, k - 1, :, rows], out=fused[..., rows, :])
             if out_weights is not None:  # per frame at full resolution (what a weight map shows)
                 out_weights[..., rows, :] = upsample_rows(coef_w, rows, height, width)[:, :, None]
         return fused, out_weights
