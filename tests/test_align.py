@@ -79,6 +79,26 @@ def test_static_stack_is_left_untouched():
     assert np.array_equal(aligned, before)  # under 0.05 px nothing is resampled
 
 
+def test_a_tripod_stack_is_found_at_half_size_and_noted():
+    # the samples are renderings of one radiance map: no frame moved, so the tripod test at half the
+    # registration size settles every frame (static, with the reason) and the stack gets the note
+    stack = register(load_stack(discover([ROOT / "samples"])[0]), "translation", deghost=False)
+    assert [(m.status, m.reason) for m in stack.motion[1:]] == [("static", "moved under 0.1 px")] * 2
+    assert any(n.startswith("tripod: no frame moved over 0.1 px") for n in stack.notes)
+
+
+def test_a_shifted_frame_is_not_taken_for_a_tripod_one():
+    # a whole-pixel shift of a real picture's frame must be registered, not stopped by the tripod test
+    stack = load_stack(discover([ROOT / "samples"])[0])
+    stack.frames[1] = np.roll(stack.frames[1], (2, -3), axis=(1, 2))
+    out = register(stack, "translation", deghost=False)
+    m = out.motion[1]
+    assert m.status == "aligned" and m.reason is None
+    # rolled 2 rows down and 3 columns left: a reference pixel (x, y) is at (x - 3, y + 2) in the frame
+    assert abs(m.dx + 3) < 0.25 and abs(m.dy - 2) < 0.25
+    assert not any(n.startswith("tripod") for n in out.notes)
+
+
 def test_black_and_white_frames_are_reported_and_fused_unaligned(handheld):
     stack = load_stack(discover([handheld])[0])
     stack.frames[1] = 0.0  # entirely black
