@@ -20,6 +20,8 @@ bench: $(VENV)/.installed
 	     sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q enfuse hugin-tools >/dev/null 2>&1 || \
 	     echo "enfuse/hugin-tools could not be installed: their comparisons will be skipped")
 	$(BIN)/python bench/bench_mertens.py
+	$(BIN)/python bench/bench_folder.py
+	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_fuse.py --cli
 	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
 	$(BIN)/python bench/bench_enfuse.py

@@ -7,6 +7,7 @@ describes the behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -130,8 +131,11 @@ def fuse_sources(
                     fused, weights = fuse_stack(
                         model, stack, device, max_memory, keep_weights=output_options.save_weights
                     )
+                    # the writer needs the stack's metadata, not its frames: they are let go now (with
+                    # three stacks in flight, one stack's frames fewer in memory)
+                    meta = dataclasses.replace(stack, frames=np.empty((0, *stack.frames.shape[1:]), np.float32))
                     job = writer.submit(
-                        _write, stack, source, fused, weights, output_options, paths, out_dir, stack_options, t0
+                        _write, meta, source, fused, weights, output_options, paths, out_dir, stack_options, t0
                     )
                 except FuseError as e:
                     job, result = None, Result(source.name, "failed", reason=str(e))
