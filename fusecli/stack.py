@@ -320,12 +320,7 @@ def load_stack(
                     f"stack {source.name}"
                 )
         else:
-            planes = image_io.read_frame(info, transfer)
-            if planes.shape != frames.shape[1:]:
-                raise FuseError(
-                    f"{info.path}: decoded shape {planes.shape} differs from the stack's {frames.shape[1:]}"
-                )
-            frames[slot] = planes
+            image_io.read_frame(info, transfer, out=frames[slot])
     notes = list(source.notes)
     if plan is None:
         order = sorted(range(len(infos)), key=lambda k: -float(frames[k].mean()))

@@ -42,6 +42,7 @@ _MAKE, _MODEL, _DATETIME = 271, 272, 306
 
 
 @lru_cache(maxsize=4)
+@lru_cache(maxsize=4)
 def _lut(bits: int, srgb: bool) -> np.ndarray:
     codes = np.arange(2**bits, dtype=np.float32) / (2**bits - 1)
     return srgb_to_linear(codes) if srgb else codes
@@ -185,24 +186,28 @@ def _to_chw(array: np.ndarray, channels_last: bool) -> np.ndarray:
     return np.moveaxis(array, -1, 0) if channels_last else array
 
 
-def _normalise(path: Path, array: np.ndarray, srgb: bool) -> np.ndarray:
-    """Integer or float (C, H, W) -> float32 linear [0, 1]."""
-    if array.dtype == np.uint8:
-        return _lut(8, srgb)[array]
-    if array.dtype == np.uint16:
-        return _lut(16, srgb)[array]
+def _normalise(path: Path, array: np.ndarray, srgb: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """Integer or float (C, H, W) -> float32 linear [0, 1], into ``out`` (C, H, W) float32 when given."""
+    if out is None:
+        out = np.empty(array.shape, np.float32)
+    if array.dtype in (np.uint8, np.uint16):  # one gather through the code -> linear table
+        np.take(_lut(8 * array.dtype.itemsize, srgb), array, out=out, mode="clip")  # ("clip": unbuffered)
+        return out
     if array.dtype.kind == "f":
-        out = array.astype(np.float32)
+        out[...] = array
         bad = int(np.count_nonzero(~np.isfinite(out)))
         if bad:
             raise FuseError(f"{path}: {bad} NaN/Inf pixel values; fusecli refuses float frames with non-finite values")
         np.clip(out, 0.0, 1.0, out=out)
-        return srgb_to_linear(out) if srgb else out
+        if srgb:
+            out[...] = srgb_to_linear(out)
+        return out
     raise FuseError(f"{path}: unsupported sample type {array.dtype}")
 
 
-def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
-    """Decode one TIFF page or PNG/JPEG frame -> (C, H, W) float32, linear, [0, 1]; C is 1 or 3."""
+def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one TIFF page or PNG/JPEG frame -> (C, H, W) float32, linear, [0, 1]; C is 1 or 3.
+    With ``out`` (C, H, W) float32, the frame is decoded straight into it (a stack's slot: no copy)."""
     path = info.path
     srgb = resolve_transfer(info, transfer) == "srgb"
     if info.kind == "tiff":
@@ -231,7 +236,9 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto") -> np.ndarray:
         raise FuseError(
             f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}"
         )
-    return np.ascontiguousarray(_normalise(path, chw, srgb))
+    if out is not None and out.shape != chw.shape:
+        raise FuseError(f"{path}: decoded shape {chw.shape} differs from the stack's {out.shape}")
+    return _normalise(path, chw, srgb, out)
 
 
 def _imread(path: Path, flags: int) -> np.ndarray | None:
