@@ -102,6 +102,20 @@ def pyramid_blend(frames: torch.Tensor, weights: torch.Tensor, levels: int | Non
     return collapse(blended)
 
 
+def _measures(encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Exposure fusion's three measures of (B, K, C, H, W) display-referred frames -> contrast and
+    saturation (B, K, H, W) >= 0 (saturation None for C = 1) and log well-exposedness (B, K, H, W)
+    >= -27.6 (the log of 1e-12)."""
+    grey = encoded.mean(dim=2)  # (B, K, H, W)
+    p = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    contrast = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4.0 * grey).abs()
+    saturation = None
+    if encoded.shape[2] > 1:  # (std over channels written out: torch.std over a short dim is 7x slower here)
+        saturation = ((encoded - grey[:, :, None]) ** 2).mean(dim=2).sqrt()
+    exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
+    return contrast, saturation, exposed.clamp_min(-27.6)
+
+
 def quality_measures(encoded: torch.Tensor) -> torch.Tensor:
     """Exposure fusion's per-pixel quality of each frame (Mertens, Kautz, Van Reeth 2007), as logs:
     contrast (|Laplacian| of the grey image), saturation (standard deviation over channels) and
@@ -111,16 +125,9 @@ def quality_measures(encoded: torch.Tensor) -> torch.Tensor:
     saturation, log well-exposedness (each >= log 1e-12). Their sum is the log of Mertens's weight
     with OpenCV's default exponents (1, 1, 1); C = 1 gets saturation 1 (log 0), as it has none.
     """
-    grey = encoded.mean(dim=2)  # (B, K, H, W)
-    p = F.pad(grey, (1, 1, 1, 1), mode="replicate")
-    contrast = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4.0 * grey).abs()
-    c = encoded.shape[2]
-    if c > 1:  # (std over channels written out: torch.std over a short dim is 7x slower here)
-        saturation = ((encoded - encoded.mean(dim=2, keepdim=True)) ** 2).mean(dim=2).sqrt()
-    else:
-        saturation = torch.ones_like(contrast)
-    exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
-    return torch.stack([(contrast + _EPS).log(), (saturation + _EPS).log(), exposed.clamp_min(-27.6)], dim=2)
+    contrast, saturation, exposed = _measures(encoded)
+    saturation = torch.ones_like(contrast) if saturation is None else saturation
+    return torch.stack([(contrast + _EPS).log(), (saturation + _EPS).log(), exposed], dim=2)
 
 
 def exposure_log_weight(encoded: torch.Tensor) -> torch.Tensor:
@@ -128,16 +135,9 @@ def exposure_log_weight(encoded: torch.Tensor) -> torch.Tensor:
     fewer passes (one log for contrast x saturation, no stacked intermediate).
 
     encoded (B, K, C, H, W) display-referred [0, 1] -> (B, K, 1, H, W), >= 2 log 1e-12 - 27.6."""
-    grey = encoded.mean(dim=2)  # (B, K, H, W)
-    p = F.pad(grey, (1, 1, 1, 1), mode="replicate")
-    contrast = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4.0 * grey).abs()
-    if encoded.shape[2] > 1:
-        saturation = ((encoded - grey[:, :, None]) ** 2).mean(dim=2).sqrt()
-        quality = ((contrast + _EPS) * (saturation + _EPS)).log()
-    else:  # no saturation: log 1
-        quality = (contrast + _EPS).log()
-    exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
-    return (quality + exposed.clamp_min(-27.6))[:, :, None]
+    contrast, saturation, exposed = _measures(encoded)
+    product = contrast + _EPS if saturation is None else (contrast + _EPS) * (saturation + _EPS)
+    return (product.log() + exposed)[:, :, None]
 
 
 def reconstruct_highlights(frames: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:

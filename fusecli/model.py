@@ -299,13 +299,13 @@ class FuseNet(nn.Module):
         low = (base - (coef.view(b, k, 1, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
         coef_w = frame_weights.flatten(1, 2).contiguous() if keep_weights else None
         # One pass: each band of rows reads its rows of the frames once and writes its rows of the
-        # output once; the band's upsampled maps and its sum stay in the CPU's cache (bench_mertens:
-        # this stage against one read of the frames and one write of the output).
+        # output once; only the band's upsampled maps (BAND_BYTES) are temporaries (bench_mertens
+        # times this stage against one read of the frames and one write of the output).
         fused = torch.empty(b, c, height, width, device=frames.device, dtype=base.dtype)
         out_weights = (
             torch.empty(b, k, 1, height, width, device=frames.device, dtype=base.dtype) if keep_weights else None
         )
-        step = min(band_rows or height, cache_rows(width, k, c))
+        step = min(band_rows or height, detail_rows(width, k, c))
         for y0 in range(0, height, step):
             rows = slice(y0, min(height, y0 + step))
             band = upsample_rows(low, rows, height, width)
@@ -327,7 +327,7 @@ class FuseNet(nn.Module):
 BAND_BYTES = 16 * 2**20
 
 
-def cache_rows(width: int, k: int, c: int) -> int:
+def detail_rows(width: int, k: int, c: int) -> int:
     """Rows per band of the full-resolution stage for frames of ``width``, K frames and C channels."""
     return max(4, BAND_BYTES // (4 * width * (k + c)))
 

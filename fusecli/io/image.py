@@ -42,7 +42,6 @@ _MAKE, _MODEL, _DATETIME = 271, 272, 306
 
 
 @lru_cache(maxsize=4)
-@lru_cache(maxsize=4)
 def _lut(bits: int, srgb: bool) -> np.ndarray:
     codes = np.arange(2**bits, dtype=np.float32) / (2**bits - 1)
     return srgb_to_linear(codes) if srgb else codes
