@@ -22,13 +22,24 @@ RGB_TO_XYZ = np.array(
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     """Inverse sRGB transfer (IEC 61966-2-1). x: any shape, in [0, 1] -> same shape, linear [0, 1]."""
     x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    low = x <= 0.04045
+    out = x + np.float32(0.055)  # the one full-size temporary: the rest is done in place
+    out /= np.float32(1.055)
+    np.power(out, np.float32(2.4), out=out)
+    out[low] = x[low] / np.float32(12.92)
+    return out
 
 
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """sRGB transfer. x: any shape, linear [0, 1] -> same shape, sRGB-encoded [0, 1]."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+    out = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)  # the one full-size temporary
+    low = out <= 0.0031308
+    dark = out[low] * np.float32(12.92)
+    np.power(out, np.float32(1 / 2.4), out=out)
+    out *= np.float32(1.055)
+    out -= np.float32(0.055)
+    out[low] = dark
+    return out
 
 
 def camera_to_srgb(color_matrix) -> np.ndarray:

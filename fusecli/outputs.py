@@ -166,7 +166,9 @@ def write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
     TIFF, atomically."""
     with atomic_path(path) as tmp:
         if ext == ".tif":
-            data = np.round(np.clip(rgb, 0, 1) * 65535).astype(np.uint16)
+            scaled = np.clip(rgb, 0, 1)  # (in place from here: one float temporary, not three)
+            scaled *= 65535
+            data = np.round(scaled, out=scaled).astype(np.uint16)
             photometric = "rgb" if data.shape[-1] == 3 else "minisblack"
             tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None)
             return

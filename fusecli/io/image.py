@@ -190,7 +190,10 @@ def _normalise(path: Path, array: np.ndarray, srgb: bool, out: np.ndarray | None
     if out is None:
         out = np.empty(array.shape, np.float32)
     if array.dtype in (np.uint8, np.uint16):  # one gather through the code -> linear table
-        np.take(_lut(8 * array.dtype.itemsize, srgb), array, out=out, mode="clip")  # ("clip": unbuffered)
+        lut = _lut(8 * array.dtype.itemsize, srgb)
+        # in bands of rows: np.take makes an int64 copy of its indices (288 MB for a 12 MP RGB frame)
+        for y in range(0, array.shape[1], 256):
+            np.take(lut, array[:, y : y + 256], out=out[:, y : y + 256], mode="clip")  # ("clip": unbuffered)
         return out
     if array.dtype.kind == "f":
         out[...] = array
