@@ -256,13 +256,23 @@ class FuseNet(nn.Module):
         x_b = area_down(frames.flatten(0, 1), blend_factor)
         hb, wb = x_b.shape[-2:]
         x_b = x_b.view(b, k, c, hb, wb)
+        if display_referred is None:
+            display_referred = torch.zeros(b, device=frames.device)
+        base, weights = self._blend(x_b, ratios, reference, display_referred)
+        if blend_factor == 1:
+            return base, (weights if keep_weights else None)
+        return self._detail(frames, x_b, base, weights, band_rows, keep_weights)
+
+    def _blend(self, x_b, ratios, reference, display_referred):
+        """Steps 2-4 of the class docstring at the blend size: x_b (B, K, C, hb, wb) linear [0, 1] ->
+        base (B, C, hb, wb) linear [0, 1] and weights (B, K, Cw, hb, wb). (Its own method so that its
+        temporaries are gone before the full-resolution stage allocates the output.)"""
+        b, k, c, hb, wb = x_b.shape
         net_factor = max(1, math.ceil(max(hb, wb) / self.config.lowres))
         small = area_down(x_b.flatten(0, 1), net_factor)
         small = small.view(b, k, c, *small.shape[-2:])
         if reference is None:
             reference = reference_frame(small)
-        if display_referred is None:
-            display_referred = torch.zeros(b, device=frames.device)
         delta = self.correction(small, ratios, reference, display_referred)
         if delta.shape[-2:] != (hb, wb):
             delta = F.interpolate(delta.flatten(0, 1), size=(hb, wb), mode="bilinear", align_corners=False)
@@ -271,16 +281,17 @@ class FuseNet(nn.Module):
         # curve breaks the exposure ratio between display-referred frames, and its JPEG engine has
         # already rendered their highlights)
         scene = display_referred < 0.5
-        shown = x_b  # the detail stage below adds the frames' own detail, not the reconstructed
-        if bool(scene.any()):
+        shown = x_b  # the detail stage adds the frames' own detail, not the reconstructed
+        if bool(scene.all()):  # (fuse's one stack: no torch.where copy)
+            shown = reconstruct_highlights(x_b, ratios)
+        elif bool(scene.any()):
             shown = torch.where(scene[:, None, None, None, None], reconstruct_highlights(x_b, ratios), x_b)
         encoded = srgb_encode(shown)
+        del shown
         prior = exposure_log_weight(encoded) - clip_penalty(encoded)  # (B, K, 1, hb, wb)
         weights = torch.softmax(prior + delta, dim=1)
-        base = srgb_decode(pyramid_blend(encoded, weights))  # (B, C, hb, wb) linear
-        if blend_factor == 1:
-            return base, (weights if keep_weights else None)
-        return self._detail(frames, x_b, base, weights, band_rows, keep_weights)
+        del prior, delta
+        return srgb_decode(pyramid_blend(encoded, weights)), weights
 
     def _detail(self, frames, x_b, base, weights, band_rows, keep_weights):
         """Full resolution: the blended base, upsampled, plus each frame's detail above the blend
