@@ -16,11 +16,13 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 _configured = False
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc to serve large blocks from the heap and not return freed memory to the kernel.
+    """Ask glibc to serve large blocks from the heap, from one arena for every thread, and not return
+    freed memory to the kernel.
 
     Returns True when the setting was applied (Linux + glibc), False elsewhere (a no-op).
     """
@@ -35,6 +37,10 @@ def keep_freed_memory() -> bool:
             libc.mallopt(_M_MMAP_MAX, 0) == 1
             and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
             and libc.mallopt(_M_TOP_PAD, 64 * 2**20) == 1
+            # one arena for every thread: what the decode thread frees serves the fusion and the
+            # writer (glibc gives each thread its own arena, and kept memory is kept per arena:
+            # a 12 MP TIFF stack peaked at 1.96 GiB with three arenas, 1.44 GiB with one)
+            and libc.mallopt(_M_ARENA_MAX, 1) == 1
         )
     except (OSError, AttributeError):
         return False
