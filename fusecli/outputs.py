@@ -161,21 +161,29 @@ def to_mosaic16(planes: np.ndarray, cfa: str) -> np.ndarray:
     return mosaic
 
 
+def _quantise(rgb: np.ndarray, dtype: type) -> np.ndarray:
+    """(H, W, C) float [0, 1], any strides -> a new C-contiguous (H, W, C) array of ``dtype`` (uint8
+    or uint16): round(clip(x) * max). In bands of rows, so the float temporaries are a band's, not
+    the image's (a 12 MP 16-bit TIFF: 0.2 GiB less at the writer's peak)."""
+    top = np.float32(np.iinfo(dtype).max)
+    out = np.empty(rgb.shape, dtype)
+    for y in range(0, rgb.shape[0], 256):
+        band = np.clip(rgb[y : y + 256], 0, 1)
+        band *= top
+        out[y : y + 256] = np.round(band, out=band)
+    return out
+
+
 def write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
     """(H, W, 3 or 1) float [0, 1] (already in its transfer), or uint8 -> 8-bit JPEG/PNG or 16-bit
     TIFF, atomically."""
     with atomic_path(path) as tmp:
         if ext == ".tif":
-            scaled = np.clip(rgb, 0, 1)  # (in place from here: one float temporary, not three)
-            scaled *= 65535
-            data = np.round(scaled, out=scaled).astype(np.uint16)
+            data = _quantise(rgb, np.uint16)
             photometric = "rgb" if data.shape[-1] == 3 else "minisblack"
             tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None)
             return
-        if rgb.dtype == np.uint8:
-            data = rgb
-        else:
-            data = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+        data = rgb if rgb.dtype == np.uint8 else _quantise(rgb, np.uint8)
         bgr = data[..., ::-1] if data.shape[-1] == 3 else data
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
         ok, encoded = cv2.imencode(ext, bgr, params)
