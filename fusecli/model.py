@@ -261,7 +261,9 @@ class FuseNet(nn.Module):
         base, weights = self._blend(x_b, ratios, reference, display_referred)
         if blend_factor == 1:
             return base, (weights if keep_weights else None)
-        return self._detail(frames, x_b, base, weights, band_rows, keep_weights)
+        maps = self._detail_maps(x_b, base, weights, keep_weights)
+        del x_b, base, weights  # blend-size maps gone before the full-resolution output is allocated
+        return self._detail(frames, *maps, band_rows)
 
     def _blend(self, x_b, ratios, reference, display_referred):
         """Steps 2-4 of the class docstring at the blend size: x_b (B, K, C, hb, wb) linear [0, 1] ->
@@ -293,12 +295,13 @@ class FuseNet(nn.Module):
         del prior, delta
         return srgb_decode(pyramid_blend(encoded, weights)), weights
 
-    def _detail(self, frames, x_b, base, weights, band_rows, keep_weights):
-        """Full resolution: the blended base, upsampled, plus each frame's detail above the blend
-        size weighted by its (upsampled) weight times the display encoding's local gain (so detail
-        keeps the contrast it had in the blend). Shapes as :meth:`forward`'s; in bands of rows."""
-        b, k, c, height, width = frames.shape
-        hb, wb = x_b.shape[-2:]
+    @staticmethod
+    def _detail_maps(x_b, base, weights, keep_weights):
+        """What the full-resolution stage upsamples, at the blend size: x_b (B, K, C, hb, wb), base
+        (B, C, hb, wb), weights (B, K, Cw, hb, wb) -> coef (B, K, hb, wb), each frame's weight times
+        the display encoding's local gain; low (B, C, hb, wb), what the base adds to the weighted
+        frames; and the per-frame weights (B, K, hb, wb) when kept, else None."""
+        b, k, _, hb, wb = x_b.shape
         # d enc / dx ~ x^(1/2.4 - 1): a frame's linear detail at brightness x shows as gain * detail at
         # the fused brightness.
         gain = ((x_b.mean(dim=2, keepdim=True) + 1e-3) / (base.mean(dim=1, keepdim=True)[:, None] + 1e-3)) ** (
@@ -308,13 +311,20 @@ class FuseNet(nn.Module):
         frame_weights = weights.mean(dim=2, keepdim=True)
         coef = (frame_weights * gain.clamp(0.25, 4.0)).flatten(1, 2).contiguous()  # (B, K, hb, wb)
         low = (base - (coef.view(b, k, 1, hb, wb) * x_b).sum(dim=1)).contiguous()  # what the base adds
-        coef_w = frame_weights.flatten(1, 2).contiguous() if keep_weights else None
+        return coef, low, (frame_weights.flatten(1, 2).contiguous() if keep_weights else None)
+
+    def _detail(self, frames, coef, low, coef_w, band_rows):
+        """Full resolution: the blended base, upsampled, plus each frame's detail above the blend
+        size weighted by its (upsampled) weight times the display encoding's local gain (so detail
+        keeps the contrast it had in the blend); maps from :meth:`_detail_maps`. Shapes as
+        :meth:`forward`'s; in bands of rows."""
+        b, k, c, height, width = frames.shape
         # One pass: each band of rows reads its rows of the frames once and writes its rows of the
         # output once; only the band's upsampled maps (BAND_BYTES) are temporaries (bench_mertens
         # times this stage against one read of the frames and one write of the output).
-        fused = torch.empty(b, c, height, width, device=frames.device, dtype=base.dtype)
+        fused = torch.empty(b, c, height, width, device=frames.device, dtype=low.dtype)
         out_weights = (
-            torch.empty(b, k, 1, height, width, device=frames.device, dtype=base.dtype) if keep_weights else None
+            torch.empty(b, k, 1, height, width, device=frames.device, dtype=low.dtype) if coef_w is not None else None
         )
         step = min(band_rows or height, detail_rows(width, k, c))
         for y0 in range(0, height, step):
