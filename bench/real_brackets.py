@@ -1,7 +1,7 @@
 """fusecli against the classical tools on real photographs nobody here made: MEF-SSIM per stack.
 
-    python bench/real_brackets.py [--brackets ../shared/data/brackets] [--model PATH] [--align none]
-                                  [--sheets out/real_brackets] [--only NAME ...]
+    python bench/real_brackets.py [--brackets ../shared/data/brackets] [--model PATH ...] [--no-correction]
+                                  [--align none] [--mef-side 1024] [--sheets out/real_brackets] [--only NAME ...]
 
 Every stack of the folder (23 real brackets shot by people with phones and cameras) is fused by:
 fusecli as `fusecli fuse` runs it (the bundled model and the default alignment unless told
@@ -10,9 +10,11 @@ Debian's `enfuse` with its defaults on 16-bit TIFFs of the same frames (skipped 
 it is not installed), and the best single exposure (the frame with the most pixels neither clipped
 nor in the noise floor). Each result is scored with MEF-SSIM (Ma, Zeng, Wang 2015: single scale,
 11x11 Gaussian window sigma 1.5, C2 = 0.03^2) on the Rec.601 luma of the display-referred images
-(the values as stored) downscaled with area interpolation to a longest side of 1024 px: the same
-for every method (fusecli.evaluate.mef_scorer). A contact sheet per stack (frames; fusecli, Mertens,
-enfuse; fusecli's weights) goes to --sheets: look at them before believing a number.
+(the values as stored) downscaled with area interpolation to a longest side of 1024 px (--mef-side;
+0 scores them as they are, fine detail included): the same for every method
+(fusecli.evaluate.mef_scorer). --no-correction adds a column for the bundled model's fusion with its
+learned correction at zero: exposure fusion's weights in fusecli's pyramid. A contact sheet per
+stack (frames; fusecli, Mertens, enfuse; fusecli's weights) goes to --sheets: look at them before believing a number.
 """
 
 import argparse
@@ -34,7 +36,7 @@ from fusecli.discover import discover  # noqa: E402
 from fusecli.errors import FuseError  # noqa: E402
 from fusecli.evaluate import mef_scorer, mef_ssim_display  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
+from fusecli.model import FuseNet, load_model  # noqa: E402
 from fusecli.outputs import display, weight_map  # noqa: E402
 from fusecli.stack import StackOptions, open_stack  # noqa: E402
 
@@ -76,6 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--brackets", type=Path, nargs="+", default=[BRACKETS], help="folders of stacks")
     ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model file(s) (default: the bundled one)")
+    ap.add_argument("--no-correction", action="store_true", help="also fuse with the learned correction at zero")
+    ap.add_argument("--mef-side", type=int, default=1024, help="longest side scored (0: as they are)")
     ap.add_argument("--align", default="translation", help="fusecli's --align (default: fuse's default)")
     ap.add_argument("--sheets", type=Path, default=ROOT / "out" / "real_brackets")
     ap.add_argument("--only", nargs="*", default=None, help="stack names to run (default: all)")
@@ -85,7 +89,11 @@ def main() -> None:
     if missing:
         sys.exit(f"{missing[0]} is absent: this benchmark needs ../shared beside the checkout")
     print(describe())
+    print("MEF-SSIM at " + (f"a longest side of {a.mef_side} px" if a.mef_side else "the images' own size"))
     models = {_label(p): load_model(p)[0] for p in a.model}
+    if a.no_correction:  # a fresh network's last layers are zero: its correction is nothing
+        models["no-corr"] = FuseNet(load_model()[0].config).eval()
+    side = a.mef_side or 1 << 30
     methods = (*models, *METHODS[1:])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     options = StackOptions(align=a.align)
@@ -104,7 +112,7 @@ def main() -> None:
             table[source.name] = row
             continue
         frames = np.stack([display(f, stack) for f in stack.frames])
-        scorer = mef_scorer(frames)
+        scorer = mef_scorer(frames, side)
         results: dict[str, np.ndarray] = {}
         shown_weights = None
         for name, model in models.items():
@@ -126,7 +134,7 @@ def main() -> None:
             print(f"  enfuse skipped: {e}")
         results["single"] = frames[best_exposed(stack.frames)]
         for method, image in results.items():
-            row[method] = mef_ssim_display(scorer, image)
+            row[method] = mef_ssim_display(scorer, image, side)
         table[source.name] = row
         sheet = contact_sheet(frames, results, row, shown_weights)
         sheets.append(sheet)

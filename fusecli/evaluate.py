@@ -134,9 +134,9 @@ def mef_size(height: int, width: int, side: int = MEF_SIDE) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _mef_input(image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) display-referred -> (C, h, w) float32 tensor, area-downscaled to MEF_SIDE."""
-    size = mef_size(*image.shape[:2])
+def _mef_input(image: np.ndarray, side: int = MEF_SIDE) -> torch.Tensor:
+    """(H, W, C) display-referred -> (C, h, w) float32 tensor, area-downscaled to a longest side of ``side``."""
+    size = mef_size(*image.shape[:2], side)
     small = (
         cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
         if size != image.shape[1::-1]
@@ -146,19 +146,21 @@ def _mef_input(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.moveaxis(np.ascontiguousarray(small, dtype=np.float32), -1, 0))
 
 
-def mef_scorer(frames_display: np.ndarray) -> MefSsim | None:
+def mef_scorer(frames_display: np.ndarray, side: int = MEF_SIDE) -> MefSsim | None:
     """MEF-SSIM as photographers' tools report it (Ma, Zeng, Wang 2015, single scale, 11x11 Gaussian
     window sigma 1.5, C2 = 0.03^2) on Rec.601 luma of display-referred images downscaled (area) to
-    a longest side of MEF_SIDE. frames_display (K, H, W, C) -> scorer, or None for images under 11 px."""
-    stack = torch.stack([_mef_input(f) for f in frames_display])[None]
+    a longest side of ``side`` (MEF_SIDE; a large side scores them as they are). frames_display
+    (K, H, W, C) -> scorer, or None for images under 11 px."""
+    stack = torch.stack([_mef_input(f, side) for f in frames_display])[None]
     if min(stack.shape[-2:]) < 11:
         return None
     return MefSsim(stack)
 
 
-def mef_ssim_display(scorer: MefSsim, fused_display: np.ndarray) -> float:
-    """The score of one display-referred (H, W, C) image against a stack's :func:`mef_scorer`."""
-    return scorer.score(_mef_input(fused_display)[None])
+def mef_ssim_display(scorer: MefSsim, fused_display: np.ndarray, side: int = MEF_SIDE) -> float:
+    """The score of one display-referred (H, W, C) image against a stack's :func:`mef_scorer` (made
+    with the same ``side``)."""
+    return scorer.score(_mef_input(fused_display, side)[None])
 
 
 def prepare_display(case: Case) -> None:

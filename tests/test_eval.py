@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from fusecli.baselines import best_exposed
 from fusecli.cli import app
 from fusecli.discover import discover
-from fusecli.evaluate import METRICS, mef_size
+from fusecli.evaluate import METRICS, mef_scorer, mef_size, mef_ssim_display
 from fusecli.fuse import fuse_stack
 from fusecli.io.image import write_label
 from fusecli.losses import LossConfig, black_reg, grad_sign, gradient_l1, high_smooth, l1, luma_grad
@@ -232,6 +232,18 @@ def test_best_exposed_and_mef_size():
     assert best_exposed(frames) == 2
     assert mef_size(1200, 1600) == (1024, 768) and mef_size(2016, 1512) == (768, 1024)
     assert mef_size(300, 400) == (400, 300)  # smaller images are scored as they are
+
+
+def test_mef_ssim_at_a_chosen_side():
+    """The default scores at MEF_SIDE; a larger side scores the images as they are, where fine detail
+    the downscale hid counts: a frame with noise added scores lower at full size."""
+    g = np.random.default_rng(0)
+    base = np.clip(cv2.GaussianBlur(g.random((60, 2048, 3), dtype=np.float32), (0, 0), 4) * 2 - 0.5, 0, 1)
+    frames = np.stack([np.clip(base * 1.6, 0, 1), base, base * 0.5])
+    noisy = np.clip(base + g.normal(0, 0.05, base.shape).astype(np.float32), 0, 1)
+    default, full = mef_scorer(frames), mef_scorer(frames, side=4096)
+    assert default.shape[-2:] == (30, 1024) and full.shape[-2:] == (60, 2048)
+    assert mef_ssim_display(full, noisy, side=4096) < mef_ssim_display(default, noisy) - 0.02
 
 
 @pytest.mark.skipif(shutil.which("enfuse") is None, reason="enfuse is not installed (Debian: apt-get install enfuse)")
