@@ -190,43 +190,54 @@ class FuseNet(nn.Module):
             nn.init.zeros_(self.channel_head[2].bias)
 
     @staticmethod
-    def _with_context(h: torch.Tensor, b: int, k: int) -> torch.Tensor:
-        """(B*K, F, h, w) -> (B*K, 2F, h, w): each frame's features with the mean over its stack."""
-        hk = h.view(b, k, *h.shape[1:])
-        ctx = hk.mean(dim=1, keepdim=True).expand_as(hk)
-        return torch.cat([hk, ctx], dim=2).flatten(0, 1)
-
-    @staticmethod
     def _conv_with_context(conv: nn.Conv2d, h: torch.Tensor, b: int, k: int) -> torch.Tensor:
-        """``conv(_with_context(h))`` in two thirds of the work for K = 3: the convolution is linear, so
-        its context half runs once per stack on the mean, not once per frame. (B*K, F, h, w) ->
-        (B*K, out, h, w)."""
-        f = h.shape[1]
+        """``conv`` of each frame's features concatenated with their mean over its stack (DeepSets-style
+        context), channels last. h (B*K, h, w, F) contiguous -> (B*K, h, w, out) contiguous.
+
+        The convolution is linear, so its context half runs once per stack on the mean, not once per
+        frame; and channels last (oneDNN's preferred layout) made these small 3x3 convolutions 3x
+        faster on CPU than channels first."""
+        f = h.shape[-1]
         args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
-        own = F.conv2d(h, conv.weight[:, :f], conv.bias, **args)
-        ctx = F.conv2d(h.view(b, k, *h.shape[1:]).mean(dim=1), conv.weight[:, f:], None, **args)
-        return (own.view(b, k, *own.shape[1:]) + ctx[:, None]).flatten(0, 1)
+        own = F.conv2d(h.permute(0, 3, 1, 2), conv.weight[:, :f], conv.bias, **args).permute(0, 2, 3, 1)
+        mean = h.view(b, k, *h.shape[1:]).mean(dim=1)
+        ctx = F.conv2d(mean.permute(0, 3, 1, 2), conv.weight[:, f:], None, **args).permute(0, 2, 3, 1)
+        return (own.reshape(b, k, *own.shape[1:]) + ctx[:, None]).flatten(0, 1)
 
     def correction(
         self, frames: torch.Tensor, ratios: torch.Tensor, reference: torch.Tensor, display_referred: torch.Tensor
     ) -> torch.Tensor:
         """Low-resolution correction of the log weights. frames (B, K, C, h, w) linear [0, 1], ratios
-        (B, K), reference (B,), display_referred (B,) -> (B, K, Cw, h, w)."""
-        b, k = frames.shape[:2]
+        (B, K), reference (B,), display_referred (B,) -> (B, K, Cw, h, w).
+
+        Computed channels last; the 1x1 layers as matrix products, each split like
+        :meth:`_conv_with_context` (a layer over the frame's features, the stack mean and a channel's
+        values is the sum of three smaller products: the first two once per frame, not per channel)."""
+        b, k, c = frames.shape[:3]
         h = frame_features(frames, ratios, reference, display_referred).flatten(0, 1)
+        h = h.permute(0, 2, 3, 1).contiguous()  # (B*K, h, w, 9)
         h = F.leaky_relu(self._conv_with_context(self.inp, h, b, k), 0.2)
         for layer in self.layers:
             h = F.leaky_relu(self._conv_with_context(layer, h, b, k), 0.2) + h
-        h = self._with_context(h, b, k)  # (B*K, 2W, h, w)
-        logits = self.out(h).view(b, k, 1, *h.shape[-2:])
+        hk = h.view(b, k, *h.shape[1:])  # (B, K, h, w, W)
+        mean = hk.mean(dim=1, keepdim=True)
+        nw = h.shape[-1]
+
+        def one_by_one(conv: nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
+            """conv's 1x1 weights over (frame features, stack mean) on hk -> (B, K, h, w, out)."""
+            w = conv.weight[:, :, 0, 0]
+            out = hk @ w[:, :nw].T + mean @ w[:, nw : 2 * nw].T
+            return out + conv.bias if with_bias else out
+
+        logits = one_by_one(self.out).permute(0, 1, 4, 2, 3)  # (B, K, 1, h, w)
         if self.config.weight_mode == "frame":
             return logits
-        c = frames.shape[2]
+        first, last = self.channel_head[0], self.channel_head[2]
         log_ratio = torch.log2(ratios.clamp_min(1e-6)).to(frames.dtype)[:, :, None, None, None]
-        per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3)
-        shared = h.view(b, k, 1, *h.shape[1:]).expand(b, k, c, *h.shape[1:])
-        x = torch.cat([shared, per_channel], dim=3).flatten(0, 2)
-        return logits + self.channel_head(x).view(b, k, c, *h.shape[-2:])
+        per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=-1)
+        hidden = one_by_one(first)[:, :, None] + per_channel @ first.weight[:, 2 * nw :, 0, 0].T  # (B, K, C, h, w, W)
+        head = F.leaky_relu(hidden, 0.2) @ last.weight[0, :, 0, 0] + last.bias  # (B, K, C, h, w)
+        return logits + head
 
     def check_input(self, frames: torch.Tensor, ratios: torch.Tensor) -> None:
         if frames.ndim != 5 or ratios.shape != frames.shape[:2]:

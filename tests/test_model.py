@@ -56,6 +56,42 @@ def test_per_channel_weights_for_any_channel_count(c):
     assert fused.shape == (1, c, 40, 56) and torch.isfinite(fused).all()
 
 
+def _plain_correction(model: FuseNet, frames, ratios, reference, display_referred):
+    """The correction as its docstring defines it, written plainly (channels first, every layer over
+    the concatenated features): what the split, channels-last code must equal."""
+    import torch.nn.functional as F
+
+    from fusecli.model import frame_features
+
+    b, k, c = frames.shape[:3]
+
+    def with_context(h):  # (B*K, F, h, w) -> (B*K, 2F, h, w)
+        hk = h.view(b, k, *h.shape[1:])
+        return torch.cat([hk, hk.mean(dim=1, keepdim=True).expand_as(hk)], dim=2).flatten(0, 1)
+
+    h = frame_features(frames, ratios, reference, display_referred).flatten(0, 1)
+    h = F.leaky_relu(model.inp(with_context(h)), 0.2)
+    for layer in model.layers:
+        h = F.leaky_relu(layer(with_context(h)), 0.2) + h
+    h = with_context(h)
+    logits = model.out(h).view(b, k, 1, *h.shape[-2:])
+    log_ratio = torch.log2(ratios)[:, :, None, None, None]
+    per_channel = torch.stack([frames, (torch.log2(frames + 1.0 / 1024) - log_ratio) / 16.0], dim=3)
+    shared = h.view(b, k, 1, *h.shape[1:]).expand(b, k, c, *h.shape[1:])
+    x = torch.cat([shared, per_channel], dim=3).flatten(0, 2)
+    return logits + model.channel_head(x).view(b, k, c, *h.shape[-2:])
+
+
+def test_the_correction_equals_its_plain_formulation():
+    model = _trained_like(FuseNet(ModelConfig(weight_mode="channel")), seed=3)
+    frames, ratios = _stack(2, 3, 3, h=24, w=36)
+    args = (frames, ratios, torch.tensor([0, 1]), torch.tensor([0.0, 1.0]))
+    with torch.no_grad():
+        fast, plain = model.correction(*args), _plain_correction(model, *args)
+    assert fast.shape == (2, 3, 3, 24, 36) and plain.abs().max() > 0.1  # the layers are not zero
+    assert torch.allclose(fast, plain, atol=1e-4, rtol=1e-4)
+
+
 def test_an_untrained_network_is_exposure_fusion():
     """The last layers start at zero: the weights are Mertens et al.'s (contrast x saturation x
     well-exposedness on the display-encoded frames), less the clipped frames' penalty."""
