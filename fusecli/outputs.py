@@ -116,13 +116,16 @@ def develop_half(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
 
 def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:
     """A small sRGB picture of packed planes (4, h, w) [0, 1] for the DNG's preview -> (h', w', 3)
-    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it)."""
-    rgb = develop_half(planes, camera)
-    h, w = rgb.shape[:2]
+    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it).
+    The planes are shrunk before they are developed (developing all 24 MP first cost 0.2-0.6 s of a
+    24 MP stack's ~1.2 s on the 2-core CI machine; the two differ only where averaging and clipping
+    do not commute, in clipped highlights)."""
+    _, h, w = planes.shape
     scale = min(1.0, side / max(h, w))
     if scale < 1:
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return np.round(colour.linear_to_srgb(rgb) * 255).astype(np.uint8)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        planes = np.stack([cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in planes])
+    return np.round(colour.linear_to_srgb(develop_half(planes, camera)) * 255).astype(np.uint8)
 
 
 def orient(image: np.ndarray, orientation: int) -> np.ndarray:
