@@ -82,6 +82,13 @@ def test_8bit_png_is_linearised_with_the_srgb_curve(tmp_path):
     assert np.allclose(linear_to_srgb(srgb_to_linear(data / 255.0)), data / 255.0, atol=1e-6)
     linear = read_frame(probe_picture(tmp_path / "g.png"), transfer="linear")
     assert linear.ravel()[128] == pytest.approx(128 / 255)
+    # colour: each channel through the curve, in RGB order, straight into a stack's slot
+    bgr = np.stack([data, 255 - data, np.full_like(data, 128)], axis=-1)  # B, G, R as OpenCV writes them
+    cv2.imwrite(str(tmp_path / "c.png"), bgr)
+    slot = np.full((3, 16, 16), -1.0, np.float32)
+    rgb = read_frame(probe_picture(tmp_path / "c.png"), out=slot)
+    expected = srgb_to_linear(np.stack([bgr[..., 2], bgr[..., 1], bgr[..., 0]]) / 255.0)
+    assert rgb is slot and np.allclose(slot, expected, atol=1e-6)
 
 
 def test_float_tiff_with_nan_is_refused_and_values_above_one_clipped(tmp_path):
