@@ -22,6 +22,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_mertens.py
 	$(BIN)/python bench/bench_folder.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/profile_folder.py
 	$(BIN)/python bench/bench_fuse.py --cli
 	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
 	$(BIN)/python bench/bench_enfuse.py
