@@ -89,15 +89,27 @@ def wall(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def folder_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options that say which folder :func:`make_folder` makes (shared with profile_folder.py)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--stacks", type=int, default=20)
     ap.add_argument("--megapixels", type=float, default=1.0)
-    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--brackets", type=Path, default=BRACKETS)
+    return ap
+
+
+def parse_folder_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parsed options; exits with a message when the brackets folder is absent."""
     a = ap.parse_args()
     if not a.brackets.is_dir():
         sys.exit(f"{a.brackets}: no brackets folder (../shared/data/brackets); nothing to measure")
+    return a
+
+
+def main() -> None:
+    ap = folder_arguments(__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = parse_folder_arguments(ap)
     print(describe())
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,6 @@ then `fuse_sources` (the three stages overlapped in threads) for both alignments
 in a temporary directory as bench_folder.py makes it (real brackets, never kept).
 """
 
-import argparse
 import sys
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from bench_folder import BRACKETS, make_folder  # noqa: E402
+from bench_folder import folder_arguments, make_folder, parse_folder_arguments  # noqa: E402
 from common import describe  # noqa: E402
 
 from fusecli.discover import discover  # noqa: E402
@@ -29,13 +28,7 @@ from fusecli.stack import StackOptions, open_stack  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stacks", type=int, default=20)
-    ap.add_argument("--megapixels", type=float, default=1.0)
-    ap.add_argument("--brackets", type=Path, default=BRACKETS)
-    a = ap.parse_args()
-    if not a.brackets.is_dir():
-        sys.exit(f"{a.brackets}: no brackets folder (../shared/data/brackets); nothing to measure")
+    a = parse_folder_arguments(folder_arguments(__doc__))
     keep_freed_memory()
     print(describe())
     model, cpu = load_model()[0], torch.device("cpu")
