@@ -54,7 +54,7 @@ class ModelConfig:
     depth: int = 5  # dilated 3x3 layers after the first one (dilations 1, 2, 4, 8, ...)
     weight_mode: Literal["frame", "channel"] = "channel"
     lowres: int = 128  # longest side of the stack the network sees
-    blend_side: int = 1024  # longest side up to which the pyramid blend runs at full resolution
+    blend_side: int = 800  # longest side up to which the pyramid blend runs at full resolution
 
     def __post_init__(self) -> None:
         if self.weight_mode not in ("frame", "channel"):
