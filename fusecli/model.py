@@ -223,11 +223,10 @@ class FuseNet(nn.Module):
         mean = hk.mean(dim=1, keepdim=True)
         nw = h.shape[-1]
 
-        def one_by_one(conv: nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
+        def one_by_one(conv: nn.Conv2d) -> torch.Tensor:
             """conv's 1x1 weights over (frame features, stack mean) on hk -> (B, K, h, w, out)."""
             w = conv.weight[:, :, 0, 0]
-            out = hk @ w[:, :nw].T + mean @ w[:, nw : 2 * nw].T
-            return out + conv.bias if with_bias else out
+            return hk @ w[:, :nw].T + mean @ w[:, nw : 2 * nw].T + conv.bias
 
         logits = one_by_one(self.out).permute(0, 1, 4, 2, 3)  # (B, K, 1, h, w)
         if self.config.weight_mode == "frame":
