@@ -25,6 +25,7 @@ FLOOR = 0.004
 TINY = 0.05  # pixels: a smaller warp is not applied
 WANDER = 3.0  # registration pixels: a translation ECC found this far from every start is not trusted
 STILL = 0.1  # registration pixels: a frame found to move less at half size is not registered further
+STILL_REASON = f"moved under {STILL:g} px"  # a frame's reason when the tripod test settled it
 SAME_START = 0.5  # registration pixels: a phase-correlation start this close to no motion is no motion
 ECC_EPS = 1e-3  # ECC's convergence threshold at the finest level (registration pixels for a translation)
 ECC_COARSE_EPS = 1e-3  # the same at the coarser levels (they only give the next a start)
@@ -369,7 +370,7 @@ def align_stack(
             )
             still = _still(template, image, t_mask, i_mask) if mode == "translation" else None
             if still is not None:
-                motions.append(FrameMotion(k, "static", correlation=still, reason=f"moved under {STILL:g} px"))
+                motions.append(FrameMotion(k, "static", correlation=still, reason=STILL_REASON))
                 previous = k
                 continue
             warp, cc = estimate_warp(template, image, t_mask, i_mask, mode)

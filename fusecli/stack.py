@@ -482,7 +482,7 @@ def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = Tru
     with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
     frames, motion = align.align_stack(stack.frames, stack.ratios, mode)
     notes = stack.notes
-    if len(motion) > 1 and all(m.reason == f"moved under {align.STILL:g} px" for m in motion[1:]):
+    if len(motion) > 1 and all(m.reason == align.STILL_REASON for m in motion[1:]):
         notes = (*notes, f"tripod: no frame moved over {align.STILL:g} px at half the registration size; none warped")
     if deghost:
         shares = align.deghost(frames, stack.ratios, display_referred=stack.transfer == "srgb")
