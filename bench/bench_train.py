@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
 from common import describe  # noqa: E402
 
 from fusecli.runtime import keep_freed_memory  # noqa: E402
@@ -47,11 +48,17 @@ def main() -> None:
         sets.append(f"data.workers={a.workers}")
     cfg = apply_overrides(cfg, sets)
     times: list[float] = []
+    busy: list[int] = []  # GPU utilisation, %, read by the driver over its last sample period
 
     def on_step(step: int, record: dict) -> None:
         import time
 
         times.append(time.perf_counter())
+        if len(times) > WARMUP and torch.cuda.is_available():
+            try:
+                busy.append(torch.cuda.utilization())
+            except Exception:  # no NVML (nvidia-ml-py): no figure
+                pass
 
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", on_step=on_step)
@@ -66,6 +73,8 @@ def main() -> None:
         f"{rate:.1f} samples/s over steps {WARMUP + 1}..{len(times)} (log's running figure at the end: "
         f"{log[-1]['samples_per_s']:.1f})"
     )
+    if busy:
+        print(f"GPU utilisation over those steps: mean {sum(busy) / len(busy):.0f} %, min {min(busy)} %")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from fusecli.discover import discover
 from fusecli.fuse import fuse_stack
 from fusecli.io.raw import read_camera, read_raw
 from fusecli.model import load_model
+from fusecli.runtime import pick_device
 from fusecli.stack import load_stack
 
 SAMPLES = ROOT / "samples"
@@ -37,10 +38,11 @@ def test_samples_fuse_to_outputs_that_read_back(tmp_path):
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["failed"] == 0 and [x["status"] for x in summary["results"]] == ["fused"] * 3
-    model = load_model()[0]
+    device = pick_device("auto")  # the device the command used
+    model = load_model(None, device)[0]
     source = discover([SAMPLES])[0]
     stack = load_stack(source)
-    fused, weights = fuse_stack(model, stack, torch.device("cpu"))
+    fused, weights = fuse_stack(model, stack, device)
     assert np.allclose(weights.sum(0), 1, atol=1e-5)
     # the DNG holds the fused planes (16-bit, black 0, white 65535) in the source's Bayer phase
     planes, _, cam = read_raw(tmp_path / "cannon_001_fused.dng")
@@ -57,6 +59,19 @@ def test_samples_fuse_to_outputs_that_read_back(tmp_path):
     assert jpg.shape == png.shape == (384, 512, 3)
     assert cv2.imread(str(tmp_path / "cannon_001_weights.png")).shape == (192, 256, 3)
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_fuses_the_picture_the_cpu_does():
+    """On the GPU the network runs under bf16 autocast: the samples' fused images stay within a few
+    levels of 65535 of the CPU's float32 ones on average."""
+    on_cpu, on_gpu = load_model()[0], load_model(None, "cuda")[0]
+    for source in discover([SAMPLES]):
+        stack = load_stack(source)
+        a = fuse_stack(on_cpu, stack, torch.device("cpu"))[0]
+        b = fuse_stack(on_gpu, stack, torch.device("cuda"))[0]
+        diff = np.abs(a - b)
+        assert diff.mean() < 1e-3 and diff.max() < 0.03, (source.name, diff.mean(), diff.max())
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path):
