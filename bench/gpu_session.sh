@@ -35,7 +35,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 
 step bench_gpu 150 python3 bench/bench_gpu.py --megapixels 1 12 24 --repeat 20
 step bench_train 90 python3 bench/bench_train.py --steps 100 --device cuda
-step pytest 120 python3 -m pytest -q -x -p no:cacheprovider -n 8
+step pytest 120 python3 -m pytest -q --maxfail=20 -p no:cacheprovider -n 8
 step bench_fuse 100 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
 
 echo
