@@ -27,7 +27,7 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mertens import RATIOS  # noqa: E402
-from common import describe  # noqa: E402
+from common import child_env, describe  # noqa: E402
 
 from fusecli.colour import linear_to_srgb  # noqa: E402
 from fusecli.synth import procedural_scene  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
     a = ap.parse_args()
     print(describe())
     enfuse = shutil.which("enfuse")
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = child_env(OMP_NUM_THREADS="2")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stacks = write_stacks(root / "in", a.stacks, a.megapixels)

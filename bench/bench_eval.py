@@ -10,7 +10,6 @@ method: every loss term, PSNR, SSIM, MEF-SSIM); ``fuse`` writes a PNG per stack.
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
+from common import child_env, describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
     print(describe())
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     cli = [sys.executable, "-m", "fusecli"]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"

@@ -15,7 +15,6 @@ on them (8-bit, OpenCV's defaults) and writes an 8-bit JPEG; fusecli writes a JP
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe  # noqa: E402
+from common import child_env, describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BRACKETS = ROOT.parent / "shared" / "data" / "brackets"
@@ -111,7 +110,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = parse_folder_arguments(ap)
     print(describe())
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
         n = make_folder(a.brackets, src, a.stacks, a.megapixels)

@@ -27,7 +27,7 @@ import numpy as np
 import rawpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, median_seconds  # noqa: E402
+from common import child_env, describe, median_seconds  # noqa: E402
 
 from fusecli.discover import discover  # noqa: E402
 from fusecli.fuse import fuse_sources  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
             t_decode = median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
             print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x")
             if a.cli and folder == big:
-                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                env = child_env()
                 t0 = time.perf_counter()
                 proc = subprocess.Popen(
                     [

@@ -3,9 +3,11 @@ architecture (models/default.toml), on the CPU and, when there is one, on the GP
 
     python bench/bench_train.py [--steps 60] [--device auto|cpu|cuda] [--workers N]
 
-Data: procedural brackets synthesised in memory (no files needed), 128 x 128 packed RAW like the
-default model's. The figure is samples/s over the steps after the first 10 (warm-up), as the
-training log records it; the optimiser, loss and data loading are the real ones.
+Data: procedural scenes synthesised in memory (no files needed), as packed-RAW brackets and as
+display-referred RGB brackets of 3 and 5 frames, at the default recipe's crop (models/default.toml);
+the radiance maps of the recipe are left out. The figure is samples/s over the steps after the first
+10 (warm-up), as the training log records it; the optimiser, loss and data loading are the real ones.
+On CUDA it also prints the GPU's utilisation over those steps (NVML, through torch.cuda.utilization).
 """
 
 import argparse
@@ -43,6 +45,9 @@ def main() -> None:
         "data.val_radiance=[]",
         "data.synth_procedural=16",
         "data.synth_val=0",
+        "data.display_radiance=[]",
+        "data.display_procedural=16",
+        "data.display_val=0",
     ]
     if a.workers is not None:
         sets.append(f"data.workers={a.workers}")

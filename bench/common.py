@@ -45,3 +45,11 @@ def median_seconds(fn, repeat: int, warmup: int = 1, sync=None) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a ``python -m fusecli`` child process: this checkout first on PYTHONPATH,
+    then whatever PYTHONPATH already held (packages installed there by path, as on a lent GPU
+    machine), and ``extra``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])), **extra)

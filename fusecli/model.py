@@ -367,8 +367,12 @@ def detail_rows(width: int, k: int, c: int) -> int:
 
 
 def default_model_path() -> Path:
-    """The bundled default model (``models/default.safetensors``, installed as package data)."""
-    return Path(str(resources.files("fusecli.models").joinpath("default.safetensors")))
+    """The bundled default model (``models/default.safetensors``, installed as package data; from a
+    source checkout on PYTHONPATH, not installed, the ``models/`` folder beside the package)."""
+    try:
+        return Path(str(resources.files("fusecli.models").joinpath("default.safetensors")))
+    except ModuleNotFoundError:  # fusecli.models exists only once installed (pyproject's package-dir)
+        return Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 
 def _paths(path: Path) -> tuple[Path, Path]:

@@ -30,6 +30,15 @@ def real():
     return get
 
 
+def child_env(**extra: str) -> dict:
+    """The environment of a ``python -m fusecli`` child process: this checkout first on PYTHONPATH,
+    whatever PYTHONPATH already held after it (packages installed there by path, as on a lent GPU
+    machine), and ``extra``."""
+    return dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra
+    )
+
+
 def camera(
     cfa: str = "RGGB", black=(512.0, 520.0, 530.0, 540.0), white: float = 4095.0, model: str = "test"
 ) -> CameraInfo:

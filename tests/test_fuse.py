@@ -14,7 +14,7 @@ import pytest
 import rawpy
 import tifffile
 import torch
-from conftest import ROOT, smooth_scene, write_bracket_files
+from conftest import ROOT, child_env, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli.cli import app
@@ -119,7 +119,7 @@ def test_one_corrupt_stack_does_not_stop_the_others(tmp_path):
 
 
 def test_a_killed_run_leaves_no_partial_output(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     out = tmp_path / "out"
     for delay in (1.0, 1.6, 2.2):
         proc = subprocess.Popen(
@@ -234,7 +234,7 @@ def test_banded_fusion_equals_whole_image_fusion(tmp_path):
 
 
 def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     out = tmp_path / "out"
     # 12 stacks, so that the interrupt lands mid-run and not while the interpreter exits (a SIGINT
     # then ends the process with the default handler, after every output is complete)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import ROOT
 
 from fusecli.blend import pyramid_blend, quality_measures, reconstruct_highlights, srgb_decode, srgb_encode
 from fusecli.errors import FuseError
@@ -194,6 +195,19 @@ def test_bad_model_files(tmp_path):
     (tmp_path / "wide.json").write_text(json.dumps(sidecar))
     with pytest.raises(FuseError, match="weights do not match the architecture"):
         load_model(tmp_path / "wide")
+
+
+def test_the_default_model_is_found_from_a_source_checkout(monkeypatch):
+    """Run from a checkout on PYTHONPATH, not installed, there is no fusecli.models package (pyproject
+    maps models/ to it at install): the models/ folder beside the package is used."""
+    import fusecli.model
+
+    def not_installed(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(fusecli.model.resources, "files", not_installed)
+    path = default_model_path()
+    assert path == ROOT / "models" / "default.safetensors" and path.exists()
 
 
 def test_the_bundled_default_model():

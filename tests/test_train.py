@@ -1,7 +1,6 @@
 """fusecli train: learning, checkpoints, kill-and-resume equivalence, DDP on 2 gloo processes, the CLI."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, smooth_scene, write_bracket_files
+from conftest import ROOT, child_env, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli.cli import app
@@ -47,10 +46,7 @@ def _tiny_config(**kw) -> TrainConfig:
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return child_env(OMP_NUM_THREADS="1")
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
