@@ -11,7 +11,8 @@ two layouts: "rgb" (3 channels, H x W = the megapixels) and "raw" (packed Bayer,
 the width and height: what a DNG of that many megapixels decodes to). Rows:
 
 - ``host->host``: :func:`fusecli.fuse.fuse_stack` as ``fuse`` calls it per stack (float32 frames in
-  host memory in, the fused image in host memory out; bf16 autocast on CUDA, weights not kept);
+  host memory in, the fused image in host memory out; bf16 autocast on CUDA, weights not kept), from
+  ordinary (pageable) memory and from page-locked memory, where ``fuse`` decodes frames for CUDA;
 - ``on device``: the model's forward alone on frames already on the device, per precision, and of
   that its full-resolution pass (``FuseNet._detail``) alone;
 - ``copy in``: the float32 frames to the device from ordinary (pageable) and from pinned host
@@ -40,7 +41,7 @@ from common import describe, median_seconds  # noqa: E402
 from fusecli.fuse import fuse_stack  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
 from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
-from fusecli.stack import Stack  # noqa: E402
+from fusecli.stack import Stack, frame_buffer  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -162,15 +163,14 @@ def main() -> None:
             _, _, h, w = frames.shape
             pixels = h * w * (4 if kind == "raw" else 1)  # output pixels (sensor pixels for raw)
             label = f"{pixels / 1e6:.1f} MP {kind}"
-            st = Stack(label, frames, (), RATIOS, "user", kind, "linear")
-            rows = [
-                (
-                    "host->host (fuse_stack, bf16 on CUDA)",
-                    median_seconds(
-                        lambda st=st: fuse_stack(model, st, device, keep_weights=False), a.repeat, sync=sync
-                    ),
-                )
-            ]
+            rows = []
+            for memory in ("pageable", "page-locked") if cuda else ("pageable",):
+                buffer = frame_buffer(frames.shape, memory == "page-locked")  # as fuse decodes for CUDA
+                buffer[:] = frames
+                st = Stack(label, buffer, (), RATIOS, "user", kind, "linear")
+                t = median_seconds(lambda st=st: fuse_stack(model, st, device, keep_weights=False), a.repeat, sync=sync)
+                rows.append((f"host->host: fuse_stack, {memory} frames", t))
+                del st, buffer
             rows += copies(frames, device, a.repeat, sync)
             model_rows, outputs = on_device(model, frames, device, a.repeat, sync)
             rows += model_rows

@@ -33,15 +33,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "=== $name: rc $? in $((SECONDS - t0)) s" | tee -a "$OUT/steps.log"
 }
 
-step bench_gpu 150 python3 bench/bench_gpu.py --megapixels 1 12 24 --repeat 20
-step bench_train 90 python3 bench/bench_train.py --steps 100 --device cuda
-step pytest 120 python3 -m pytest -q --maxfail=20 -p no:cacheprovider -n 8
-step bench_fuse 100 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
+step bench_gpu 120 python3 bench/bench_gpu.py --megapixels 1 24 --repeat 20
+step bench_train 60 python3 bench/bench_train.py --steps 100 --device cuda --workers 8
+step pytest 200 python3 -m pytest -v -rfE -p no:cacheprovider -n 8
+step bench_fuse 60 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
+step bench_fuse_aligned 60 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1
 
 echo
 cat "$OUT/steps.log"
-for f in bench_gpu bench_train pytest bench_fuse; do
+for f in bench_gpu bench_train pytest bench_fuse bench_fuse_aligned; do
     echo "----- $f"
-    case $f in bench_gpu) n=40 ;; pytest) n=12 ;; *) n=6 ;; esac
-    tail -n $n "$OUT/$f.log" | cut -c1-160
+    case $f in bench_gpu) n=32 ;; pytest) n=14 ;; *) n=5 ;; esac
+    grep -v -e PASSED -e SKIPPED -e PytestBenchmark -e "warner(" "$OUT/$f.log" | tail -n $n | cut -c1-160
 done

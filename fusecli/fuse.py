@@ -74,12 +74,21 @@ def fuse_stack(
     total = float(out.sum())  # one pass for both checks: NaN or Inf anywhere makes it non-finite
     if not math.isfinite(total):
         raise FuseError(f"stack {stack.name}: the model produced non-finite values; nothing was written")
-    out = out.clamp_(0, 1).cpu().numpy()
+    out = to_host(out.clamp_(0, 1))
     if total <= 0.0 and not out.any() and stack.frames.any():  # a positive sum has a positive pixel
         raise FuseError(
             f"stack {stack.name}: the model produced an all-black image from non-black frames; nothing was written"
         )
-    return out, (weights[0].float().cpu().numpy() if weights is not None else None)
+    return out, (to_host(weights[0].float()) if weights is not None else None)
+
+
+def to_host(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a host array; from a CUDA device through page-locked memory (torch's
+    caching host allocator), which copies at the bus's speed: a 24 MP RGB result in 18 ms pageable."""
+    if t.device.type != "cuda":
+        return t.cpu().numpy()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t).numpy()
 
 
 def fuse_sources(
@@ -115,6 +124,8 @@ def fuse_sources(
     if dry_run or not todo:
         return results
     opening = [s for s in sources if s.name in todo]
+    if device.type == "cuda":  # frames decoded into page-locked memory: the copy to the GPU at the bus's speed
+        stack_options = dataclasses.replace(stack_options, pinned=True)
     # Three stages in flight: the next stack is opened (prefetch's thread) while this one is fused
     # (here) and the previous one is encoded and written (the writer's thread); LibRaw, OpenCV,
     # tifffile and torch release the GIL. Results are reported in order.

@@ -336,7 +336,9 @@ class FuseNet(nn.Module):
         out_weights = (
             torch.empty(b, k, 1, height, width, device=frames.device, dtype=low.dtype) if coef_w is not None else None
         )
-        step = min(band_rows or height, detail_rows(width, k, c))
+        step = band_rows or height
+        if frames.device.type == "cpu":  # bands that stay in the caches; a GPU wants few, large launches
+            step = min(step, detail_rows(width, k, c))
         for y0 in range(0, height, step):
             rows = slice(y0, min(height, y0 + step))
             band = upsample_rows(low, rows, height, width)

@@ -74,6 +74,15 @@ def test_cuda_fuses_the_picture_the_cpu_does():
         assert diff.mean() < 1e-3 and diff.max() < 0.03, (source.name, diff.mean(), diff.max())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_for_cuda_frames_are_decoded_into_page_locked_memory():
+    from fusecli.stack import StackOptions, open_stack
+
+    source = discover([SAMPLES])[0]
+    assert torch.from_numpy(open_stack(source, StackOptions(pinned=True)).frames).is_pinned()
+    assert not torch.from_numpy(open_stack(source).frames).is_pinned()
+
+
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path):
     assert _fuse(SAMPLES, "-o", tmp_path).exit_code == 0
     out = tmp_path / "cannon_001_fused.dng"
