@@ -33,11 +33,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "=== $name: rc $? in $((SECONDS - t0)) s" | tee -a "$OUT/steps.log"
 }
 
-step bench_gpu 120 python3 bench/bench_gpu.py --megapixels 1 24 --repeat 20
-step bench_train 60 python3 bench/bench_train.py --steps 100 --device cuda --workers 8
-step pytest 200 python3 -m pytest -v -rfE -p no:cacheprovider -n 8
-step bench_fuse 60 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
-step bench_fuse_aligned 60 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1
+step bench_gpu 80 python3 bench/bench_gpu.py --megapixels 1 24 --repeat 20
+step bench_train 45 python3 bench/bench_train.py --steps 100 --device cuda --workers 8
+step pytest 170 python3 -m pytest -v -rfE -p no:cacheprovider -n 8
+step bench_fuse 40 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
+step bench_fuse_aligned 40 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1
 
 echo
 cat "$OUT/steps.log"
