@@ -186,10 +186,19 @@ def load_checkpoint(run: Path, which: str = "last") -> dict:
     return ckpt
 
 
-def _dist() -> tuple[int, int]:
+def _dist(device: str) -> tuple[int, int]:
+    """(rank, world size) under torchrun, the process group joined. Its backend follows the run's
+    device, not the machine: NCCL for CUDA, gloo for the CPU (``--device cpu`` where a GPU is)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = pick_device(device).type == "cuda"
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if cuda and per_machine > torch.cuda.device_count():
+            raise FuseError(
+                f"torchrun started {per_machine} processes on a machine with {torch.cuda.device_count()} CUDA "
+                f"device(s): use --nproc_per_node {torch.cuda.device_count()}, or --device cpu"
+            )
+        dist.init_process_group("nccl" if cuda else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -251,7 +260,7 @@ def train(
 ) -> dict:
     """Train (or resume) in the run folder; returns the last validation (or training) figures."""
     run = Path(run)
-    rank, world = _dist()
+    rank, world = _dist(cfg.device)
     ckpt = _open_run(cfg, run, resume, write=rank == 0)
 
     device, model, optimizer, start, best = _setup(cfg, world, ckpt)

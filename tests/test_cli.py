@@ -135,4 +135,4 @@ def test_option_values_are_named_not_typed_in_help():
     text = runner.invoke(app, ["fuse", "-h"], terminal_width=160).stdout
     assert "--out" in text and "PATH" in text and "--group-size" in text
     assert "<str>" not in text and "<float>" not in text and "<int>" not in text  # Typer's type tags
-    assert text.count("<bool>") == 1  # only Typer's own --help flag keeps its tag
+    assert text.count("<bool>") <= 1  # only Typer's own --help flag may keep its tag (0.29 does, 0.27 not)

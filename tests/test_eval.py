@@ -22,6 +22,7 @@ from fusecli.io.image import write_label
 from fusecli.losses import LossConfig, black_reg, grad_sign, gradient_l1, high_smooth, l1, luma_grad
 from fusecli.metrics import PSNR_CAP_DB, mef_ssim, psnr, ssim
 from fusecli.model import load_model
+from fusecli.runtime import pick_device
 from fusecli.stack import load_stack
 from fusecli.synth import SynthConfig, synthesise
 
@@ -51,11 +52,12 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     assert len(out["rows"]) == 6 and all(set(row) == ROW_KEYS for row in out["rows"])
     assert all(set(a) == {"method", "stat", "stacks", "labelled", *METRICS} for a in out["aggregate"])
 
-    model, sidecar = load_model()
+    device = pick_device("auto")  # the device the command used (on CUDA the network runs in bf16)
+    model, sidecar = load_model(None, device)
     cfg = LossConfig.from_dict(sidecar["loss"])
     source = discover([dataset])[0]
     stack = load_stack(source)
-    fused, weights = fuse_stack(model, stack, torch.device("cpu"))
+    fused, weights = fuse_stack(model, stack, device)
     y, label = torch.from_numpy(fused)[None], torch.from_numpy(stack.read_label())[None]
     frames, w = torch.from_numpy(stack.frames)[None], torch.from_numpy(weights)[None]
     expected = {

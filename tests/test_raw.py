@@ -100,5 +100,9 @@ def test_non_bayer_dng_is_refused(tmp_path):
     path = tmp_path / "linear.dng"
     tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "x", True), (50717, "I", 1, (4095,), True)]
     tifffile.imwrite(path, np.full((32, 48, 3), 1000, np.uint16), photometric=34892, extratags=tags, metadata=None)
+    try:
+        rawpy.imread(str(path)).close()
+    except rawpy.LibRawError:  # seen with tifffile 2026.9.20: its file is refused earlier, as not RAW
+        pytest.skip(f"LibRaw does not open the linear DNG this tifffile ({tifffile.__version__}) writes")
     with pytest.raises(FuseError, match=r"linear\.dng: not a Bayer sensor"):
         read_raw(path)
