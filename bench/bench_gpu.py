@@ -11,7 +11,7 @@ two layouts: "rgb" (3 channels, H x W = the megapixels) and "raw" (packed Bayer,
 the width and height: what a DNG of that many megapixels decodes to). Rows:
 
 - ``host->host``: :func:`fusecli.fuse.fuse_stack` as ``fuse`` calls it per stack (float32 frames in
-  host memory in, the fused image in host memory out; bf16 autocast on CUDA, weights not kept), from
+  host memory in, the fused image in host memory out; float16 autocast on CUDA, weights not kept), from
   ordinary (pageable) memory and from page-locked memory, where ``fuse`` decodes frames for CUDA;
 - ``on device``: the model's forward alone on frames already on the device, per precision, and of
   that its full-resolution pass (``FuseNet._detail``) alone;

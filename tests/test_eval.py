@@ -52,7 +52,7 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     assert len(out["rows"]) == 6 and all(set(row) == ROW_KEYS for row in out["rows"])
     assert all(set(a) == {"method", "stat", "stacks", "labelled", *METRICS} for a in out["aggregate"])
 
-    device = pick_device("auto")  # the device the command used (on CUDA the network runs in bf16)
+    device = pick_device("auto")  # the device the command used (on CUDA the network runs in float16)
     model, sidecar = load_model(None, device)
     cfg = LossConfig.from_dict(sidecar["loss"])
     source = discover([dataset])[0]

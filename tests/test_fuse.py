@@ -63,7 +63,7 @@ def test_samples_fuse_to_outputs_that_read_back(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_fuses_the_picture_the_cpu_does():
-    """On the GPU the network runs under bf16 autocast: the samples' fused images stay within a few
+    """On the GPU the network runs under float16 autocast: the samples' fused images stay within a few
     levels of 65535 of the CPU's float32 ones on average."""
     on_cpu, on_gpu = load_model()[0], load_model(None, "cuda")[0]
     for source in discover([SAMPLES]):
