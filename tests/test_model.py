@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT
 
 from fusecli.blend import pyramid_blend, quality_measures, reconstruct_highlights, srgb_decode, srgb_encode
@@ -17,6 +18,7 @@ from fusecli.model import (
     load_model,
     reference_frame,
     save_model,
+    upsample_rows,
 )
 from fusecli.synth import procedural_scene
 
@@ -62,7 +64,6 @@ def test_per_channel_weights_for_any_channel_count(c):
 def _plain_correction(model: FuseNet, frames, ratios, reference, display_referred):
     """The correction as its docstring defines it, written plainly (channels first, every layer over
     the concatenated features): what the split, channels-last code must equal."""
-    import torch.nn.functional as F
 
     from fusecli.model import frame_features
 
@@ -197,6 +198,22 @@ def test_bad_model_files(tmp_path):
     (tmp_path / "wide.json").write_text(json.dumps(sidecar))
     with pytest.raises(FuseError, match="weights do not match the architecture"):
         load_model(tmp_path / "wide")
+
+
+def test_the_cuda_widening_gives_the_cpu_one_bit_for_bit():
+    """upsample_rows widens rows with 2-D bilinear interpolation on CUDA (height unchanged) and 1-D linear
+    on the CPU: the same values."""
+    tall = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    one = F.interpolate(tall.reshape(3, 37, 53), size=301, mode="linear", align_corners=False).view(1, 3, 37, 301)
+    two = F.interpolate(tall, size=(37, 301), mode="bilinear", align_corners=False)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_upsample_rows_on_cuda_equals_the_cpu():
+    coef = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(1))
+    on_cpu = upsample_rows(coef, slice(5, 150), 200, 300)
+    assert torch.allclose(upsample_rows(coef.cuda(), slice(5, 150), 200, 300).cpu(), on_cpu, atol=1e-6)
 
 
 def test_float_rounding_does_not_decide_the_picture():
