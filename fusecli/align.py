@@ -169,19 +169,13 @@ def estimate_warp(
     if math.hypot(sx, sy) >= SAME_START:  # else both starts lie in the same basin: one ECC run, not two
         starts.append(np.eye(3))
     gradient = _gradient(template)
-    best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation", gradient=gradient)
-    moved = cv2.warpPerspective(image, best[1], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    diff = np.abs(template - moved)
-    valid = both > 0
-    if valid.any():
-        outliers = ((diff > max(3 * float(np.median(diff[valid])), 0.02)) & valid).astype(np.uint8)
-        kept = t_mask & (1 - cv2.dilate(outliers, np.ones((5, 5), np.uint8)))
-        # a second round only where something moved on its own (over 0.5 % of the valid pixels)
-        if outliers.sum() > 0.005 * valid.sum() and (kept & i_mask).mean() >= MIN_VALID / 2:
-            second = _ecc_pyramid(template, image, kept, i_mask, [best[1], np.eye(3)], "translation", gradient=gradient)
-            full = _residual(template, image, t_mask, i_mask, second[1], gradient)  # on the same pixels as best's
-            if full < best[0]:
-                best = (full, second[1], second[2])
+    try:
+        best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation", gradient=gradient)
+    except ValueError:
+        # ECC failed from both starts (a large handheld motion with some turn or zoom: phase correlation
+        # finds no single shift); matched features give the motion's centre a start of its own
+        best = _from_features(template, image, t_mask, i_mask, gradient)
+    best = _second_round(template, image, t_mask, i_mask, best, gradient)
     # Homography: refined from the translation through a rigid motion, each stage kept only if it
     # lowers the residual and stays within 2 % of the image of the stage before (with few valid
     # pixels a free homography can shear the image onto a good local match).
@@ -201,6 +195,98 @@ def estimate_warp(
     if _max_displacement(warp, h, w) > 0.25 * max(h, w):
         raise ValueError("the motion found exceeds a quarter of the image")
     return warp, float(cc)
+
+
+#: Matched ORB features (RANSAC inliers of a rotation-scale-shift) needed to trust a feature start.
+MIN_INLIERS = 50
+
+
+def feature_motion(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray) -> np.ndarray:
+    """The motion between two registration images from matched ORB features: (H, W) float32 [0, 1] and
+    their uint8 valid masks -> 3x3 warp (template pixel -> image pixel), a rotation, scale and shift
+    fitted by RANSAC. Raises ValueError with fewer than :data:`MIN_INLIERS` inliers."""
+    orb = cv2.ORB_create(4000)
+    found = []
+    for img, mask in ((template, t_mask), (image, i_mask)):
+        keys, desc = orb.detectAndCompute((img * 255).astype(np.uint8), mask)
+        found.append((keys, desc))
+    (kt, dt), (ki, di) = found
+    if dt is None or di is None:
+        raise ValueError("no features to match")
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(dt, di)
+    if len(matches) < MIN_INLIERS:
+        raise ValueError(f"only {len(matches)} features matched")
+    src = np.float32([kt[m.queryIdx].pt for m in matches])
+    dst = np.float32([ki[m.trainIdx].pt for m in matches])
+    affine, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    if affine is None or int(inliers.sum()) < MIN_INLIERS:
+        raise ValueError("the matched features agree on no motion")
+    return np.vstack([affine, [0.0, 0.0, 1.0]])
+
+
+def _from_features(
+    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, gradient: np.ndarray
+) -> tuple[float, np.ndarray, float]:
+    """Registration when ECC failed from its usual starts: ECC from the shift of the image centre that
+    :func:`feature_motion` finds; if ECC fails from there too, that shift itself -> (residual, warp,
+    correlation) as :func:`_ecc_pyramid` gives them. Raises ValueError when no features match."""
+    h, w = template.shape
+    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    dx, dy = (feature_motion(template, image, t_mask, i_mask) @ centre)[:2] - centre[:2]
+    start = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+    try:
+        return _ecc_pyramid(template, image, t_mask, i_mask, [start], "translation", gradient=gradient)
+    except ValueError:
+        return (
+            _residual(template, image, t_mask, i_mask, start, gradient),
+            start,
+            _correlation(template, image, i_mask, t_mask, start),
+        )
+
+
+def _correlation(
+    template: np.ndarray, image: np.ndarray, i_mask: np.ndarray, t_mask: np.ndarray, warp: np.ndarray
+) -> float:
+    """ECC's correlation coefficient of image(warp) and the template over the pixels valid in both."""
+    h, w = template.shape
+    moved = cv2.warpPerspective(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
+    if valid.sum() < 16:
+        return 0.0
+    return float(np.corrcoef(template[valid], moved[valid])[0, 1])
+
+
+def _second_round(
+    template: np.ndarray,
+    image: np.ndarray,
+    t_mask: np.ndarray,
+    i_mask: np.ndarray,
+    best: tuple[float, np.ndarray, float],
+    gradient: np.ndarray,
+) -> tuple[float, np.ndarray, float]:
+    """Round 2 of :func:`estimate_warp`: the pixels ``best``'s warp leaves far off (3x the median
+    residual: what moved on its own) are masked out and ECC runs again from that warp and from no
+    motion -> the result with the smaller residual, on the same pixels as ``best``'s."""
+    h, w = template.shape
+    both = t_mask & i_mask
+    moved = cv2.warpPerspective(image, best[1], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    diff = np.abs(template - moved)
+    valid = both > 0
+    if valid.any():
+        outliers = ((diff > max(3 * float(np.median(diff[valid])), 0.02)) & valid).astype(np.uint8)
+        kept = t_mask & (1 - cv2.dilate(outliers, np.ones((5, 5), np.uint8)))
+        # a second round only where something moved on its own (over 0.5 % of the valid pixels)
+        if outliers.sum() > 0.005 * valid.sum() and (kept & i_mask).mean() >= MIN_VALID / 2:
+            try:
+                second = _ecc_pyramid(
+                    template, image, kept, i_mask, [best[1], np.eye(3)], "translation", gradient=gradient
+                )
+            except ValueError:  # (after a feature start, ECC can fail here too: best stands)
+                second = None
+            full = _residual(template, image, t_mask, i_mask, second[1], gradient) if second else math.inf
+            if full < best[0]:  # on the same pixels as best's
+                best = (full, second[1], second[2])
+    return best
 
 
 def _still(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray) -> float | None:
