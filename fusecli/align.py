@@ -240,20 +240,28 @@ def _from_features(
         return (
             _residual(template, image, t_mask, i_mask, start, gradient),
             start,
-            _correlation(template, image, i_mask, t_mask, start),
+            _correlation(template, image, t_mask, i_mask, start),
         )
 
 
 def _correlation(
-    template: np.ndarray, image: np.ndarray, i_mask: np.ndarray, t_mask: np.ndarray, warp: np.ndarray
+    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray
 ) -> float:
     """ECC's correlation coefficient of image(warp) and the template over the pixels valid in both."""
-    h, w = template.shape
-    moved = cv2.warpPerspective(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
+    moved, valid = _overlap(template, image, t_mask, i_mask, warp)
     if valid.sum() < 16:
         return 0.0
     return float(np.corrcoef(template[valid], moved[valid])[0, 1])
+
+
+def _overlap(
+    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, warp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """image(warp) on the template's grid, and the bool mask of the pixels valid in both."""
+    h, w = template.shape
+    moved = cv2.warpPerspective(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
+    return moved, valid
 
 
 def _second_round(
@@ -383,9 +391,7 @@ def _residual(
     """How far image(warp) is from the template where it tells: the mean |difference| over the
     textured half of the pixels valid in both (flat regions match at any small shift), leaving out
     the largest 10 % (what moved on its own must not decide)."""
-    h, w = template.shape
-    moved = cv2.warpPerspective(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    valid = (cv2.warpPerspective(i_mask, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) & t_mask) > 0
+    moved, valid = _overlap(template, image, t_mask, i_mask, warp)
     if valid.sum() < 16:
         return math.inf
     gradient = _gradient(template) if gradient is None else gradient
