@@ -63,13 +63,14 @@ def main() -> None:
     ap.add_argument("--no-samples", action="store_true")
     ap.add_argument("--cli", action="store_true", help="also time the fusecli fuse command as a new process")
     ap.add_argument("--align", default="translation", help="as fuse --align (default translation, as fuse)")
+    ap.add_argument("--jobs", type=int, default=1, help="stacks opened at once, as fuse --jobs (in-process run)")
     a = ap.parse_args()
     keep_freed_memory()
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(describe())
     print(
-        f"fuse --align {a.align} (deghost on); median of {a.repeat} "
+        f"fuse --align {a.align} (deghost on), {a.jobs} stack(s) opened at once; median of {a.repeat} "
         f"run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack"
     )
     print(f"{'stacks':<36}{'fuse':>9}{'decode':>9}{'ratio':>8}   (targets: <= 2x --align none, <= 3x aligned)")
@@ -84,7 +85,9 @@ def main() -> None:
             out = Path(tmp) / "out"
 
             def run(sources=sources, out=out) -> None:
-                fuse_sources(sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True))
+                fuse_sources(
+                    sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=a.jobs
+                )
 
             def decode(files=files) -> None:
                 for f in files:

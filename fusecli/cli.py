@@ -208,6 +208,7 @@ def fuse(
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
     max_memory: opt.MaxMemory = 0.25,
+    jobs: opt.Jobs = 1,
     align: opt.AlignOpt = opt.AlignMode.translation,
     deghost: opt.Deghost = True,
     shard: opt.Shard = None,
@@ -235,7 +236,7 @@ def fuse(
         with fuse_progress(len(sources), quiet or as_json) as on_result:
             try:
                 results = fuse_sources(
-                    sources, net, torch_device, out, stack_options, output_options, max_memory, dry_run, on_result
+                    sources, net, torch_device, out, stack_options, output_options, max_memory, dry_run, on_result, jobs
                 )
             except KeyboardInterrupt:
                 if not dry_run and out.is_dir():

@@ -103,9 +103,11 @@ def fuse_sources(
     max_memory: float = MAX_MEMORY_GIB,
     dry_run: bool = False,
     on_result: Callable[[Result], None] | None = None,
+    jobs: int = 1,
 ) -> list[Result]:
-    """Fuse every stack into ``out_dir``; opening the next stack overlaps fusion of this one.
-    ``max_memory``: GiB of full-resolution temporaries (larger stacks go in bands of rows)."""
+    """Fuse every stack into ``out_dir``; opening the next ``jobs`` stacks (one thread each) overlaps
+    fusion of this one. ``max_memory``: GiB of full-resolution temporaries (larger stacks go in bands
+    of rows)."""
     out_dir = Path(out_dir)
     if not dry_run:
         try:
@@ -133,7 +135,7 @@ def fuse_sources(
     # tifffile and torch release the GIL. Results are reported in order.
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing: Future | None = None
-        for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options)):
+        for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options), ahead=jobs):
             t0 = time.perf_counter()
             paths = todo[source.name]
             if error is not None:

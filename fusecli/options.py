@@ -203,6 +203,13 @@ SaveWeights = _opt(
 Shard = _opt(
     Optional[str], "--shard", help="Fuse only shard I of N (e.g. 2/8): a job array's share.", rich_help_panel="Input"
 )
+Jobs = _opt(
+    int,
+    "--jobs",
+    min=1,
+    help="Stacks decoded, aligned and deghosted at once, one thread each (each holds a stack in memory).",
+    rich_help_panel="Model and device",
+)
 MaxMemory = _opt(
     float,
     "--max-memory",

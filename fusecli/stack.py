@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,20 +512,20 @@ def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = Tru
 
 
 def prefetch(
-    sources: Iterable[StackSource], open_one: Callable[[StackSource], object]
+    sources: Iterable[StackSource], open_one: Callable[[StackSource], object], ahead: int = 1
 ) -> Iterator[tuple[StackSource, object, FuseError | None]]:
     """Yield (source, open_one(source), None), or (source, None, error) when opening failed with a
-    FuseError, opening the next source in a background thread while the caller works on this one."""
+    FuseError, in order, with the next ``ahead`` sources opened in background threads (one each)
+    while the caller works on this one."""
     sources = list(sources)
-    if not sources:
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(open_one, sources[0])
+    ahead = max(1, ahead)
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending = deque(pool.submit(open_one, s) for s in sources[:ahead])
         for i, source in enumerate(sources):
             try:
-                opened, error = pending.result(), None
+                opened, error = pending.popleft().result(), None
             except FuseError as e:
                 opened, error = None, e
-            if i + 1 < len(sources):
-                pending = pool.submit(open_one, sources[i + 1])
+            if i + ahead < len(sources):
+                pending.append(pool.submit(open_one, sources[i + ahead]))
             yield source, opened, error

@@ -316,3 +316,42 @@ def test_shards_split_a_run_between_machines(tmp_path):
     assert done == [["cannon_001", "procedural_001"], ["cannon_002"]]
     bad = _fuse(SAMPLES, "-o", tmp_path / "x", "--shard", "3/2")
     assert bad.exit_code == 1 and "expected 1 <= I <= N" in bad.stderr
+
+
+def test_prefetch_keeps_the_order_and_the_errors_with_stacks_opened_at_once():
+    import threading
+
+    from fusecli.errors import FuseError
+    from fusecli.stack import prefetch
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def open_one(name):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if name == "c":
+            raise FuseError("c: unreadable")
+        return name.upper()
+
+    got = [(s, opened, str(e) if e else None) for s, opened, e in prefetch("abcde", open_one, ahead=3)]
+    assert got == [("a", "A", None), ("b", "B", None), ("c", None, "c: unreadable"), ("d", "D", None), ("e", "E", None)]
+    assert most[0] == 3  # three opened at once
+    assert list(prefetch([], open_one, ahead=2)) == []
+
+
+def test_jobs_fuse_the_same_outputs(tmp_path):
+    one = _fuse(SAMPLES, "-o", tmp_path / "one", "--format", "dng", "--json")
+    three = _fuse(SAMPLES, "-o", tmp_path / "three", "--format", "dng", "--jobs", "3", "--json")
+    assert one.exit_code == three.exit_code == 0, three.stderr
+    assert [r["stack"] for r in json.loads(three.stdout)["results"]] == [
+        r["stack"] for r in json.loads(one.stdout)["results"]
+    ]
+    written = sorted((tmp_path / "one").glob("*.dng"))
+    assert len(written) == 3
+    for path in written:
+        assert np.array_equal(read_raw(path)[0], read_raw(tmp_path / "three" / path.name)[0])
