@@ -55,12 +55,18 @@ class ModelConfig:
     weight_mode: Literal["frame", "channel"] = "channel"
     lowres: int = 128  # longest side of the stack the network sees
     blend_side: int = 800  # longest side up to which the pyramid blend runs at full resolution
+    #: How much of the learned correction display-referred stacks (camera JPEG/PNG) get when fusing
+    #: (not in training, which learns the whole correction): 0 is exposure fusion's weights, 1 all of
+    #: the correction. Set on a trained model's sidecar from real brackets (README, "Real photographs").
+    display_correction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.weight_mode not in ("frame", "channel"):
             raise FuseError(f"model configuration: weight_mode must be 'frame' or 'channel', got {self.weight_mode!r}")
         if self.width < 1 or self.depth < 0 or self.lowres < 8 or self.blend_side < self.lowres:
             raise FuseError(f"model configuration: invalid sizes in {self}")
+        if not 0.0 <= self.display_correction <= 1.0:
+            raise FuseError(f"model configuration: display_correction must be in [0, 1], got {self.display_correction}")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model configuration") -> "ModelConfig":
@@ -170,7 +176,8 @@ class FuseNet(nn.Module):
     3. A small network shared by every frame (any K) sees the stack at ``lowres`` and predicts a
        correction to those log weights, per frame (and per channel), upsampled smoothly; each layer
        also sees the mean over frames of the previous layer (DeepSets-style context). The last
-       layers start at zero, so an untrained network is exposure fusion.
+       layers start at zero, so an untrained network is exposure fusion. When fusing (eval mode),
+       display-referred stacks get ``config.display_correction`` of it.
     4. The display-encoded frames are blended across a Laplacian pyramid with the softmax of the
        corrected log weights, and decoded back to linear.
     5. Above the blend size, the detail the blend size cannot hold (each frame minus its
@@ -291,6 +298,9 @@ class FuseNet(nn.Module):
         if reference is None:
             reference = reference_frame(small)
         delta = self.correction(small, ratios, reference, display_referred)
+        if not self.training and self.config.display_correction != 1.0:
+            strength = torch.where(display_referred > 0.5, self.config.display_correction, 1.0)
+            delta = delta * strength.to(delta.dtype)[:, None, None, None, None]
         if delta.shape[-2:] != (hb, wb):
             delta = F.interpolate(delta.flatten(0, 1), size=(hb, wb), mode="bilinear", align_corners=False)
             delta = delta.view(b, k, -1, hb, wb)

@@ -106,6 +106,35 @@ def test_an_untrained_network_is_exposure_fusion():
     assert torch.allclose(weights, torch.softmax(prior, dim=1).expand_as(weights), atol=1e-6)
 
 
+def test_display_correction_scales_the_correction_of_display_referred_stacks_when_fusing():
+    """display_correction 0.5: a display-referred stack's log-weight correction is halved when fusing
+    (eval mode), a scene-referred one's is not, and training (train mode) sees the whole correction."""
+    frames, ratios = _stack(2, 3, 3)
+    shown = torch.tensor([1.0, 0.0])  # stack 0 from camera JPEGs, stack 1 scene-referred
+    full = _trained_like(FuseNet(ModelConfig(display_correction=1.0)))
+    half = FuseNet(ModelConfig(display_correction=0.5)).eval()
+    half.load_state_dict(full.state_dict())
+    none = FuseNet().eval()  # no correction at all: exposure fusion's weights
+
+    def log_weights(model):
+        with torch.no_grad():
+            return model(frames, ratios, display_referred=shown)[1].clamp_min(1e-30).log()
+
+    w_full, w_half, w_none = log_weights(full), log_weights(half), log_weights(none)
+    # softmax is shift-invariant: compare log-weight differences between frames
+    d_full, d_half, d_none = (w[:, 1:] - w[:, :1] for w in (w_full, w_half, w_none))
+    assert torch.allclose(d_half[0], (d_full[0] + d_none[0]) / 2, atol=1e-4)
+    assert not torch.allclose(d_half[0], d_full[0], atol=1e-2)
+    assert torch.allclose(d_half[1], d_full[1], atol=1e-6)  # scene-referred: unchanged
+    half.train()
+    with torch.no_grad():
+        assert torch.allclose(
+            half(frames, ratios, display_referred=shown)[1], full.train()(frames, ratios, display_referred=shown)[1]
+        )
+    with pytest.raises(FuseError, match="display_correction"):
+        ModelConfig(display_correction=1.5)
+
+
 def test_a_clipped_frame_gives_way_to_a_darker_unclipped_one():
     frames = torch.tensor([[1.0, 0.9, 1.0], [0.5, 0.22, 0.3]]).view(1, 2, 3, 1, 1).expand(1, 2, 3, 4, 4)
     penalty = clip_penalty(srgb_encode(frames.contiguous()))
