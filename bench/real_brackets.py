@@ -1,6 +1,7 @@
 """fusecli against the classical tools on real photographs nobody here made: MEF-SSIM per stack.
 
     python bench/real_brackets.py [--brackets ../shared/data/brackets] [--model PATH ...] [--no-correction]
+                                  [--display-correction S ...]
                                   [--align none] [--mef-side 1024] [--sheets out/real_brackets] [--only NAME ...]
 
 Every stack of the folder (23 real brackets shot by people with phones and cameras) is fused by:
@@ -13,11 +14,14 @@ nor in the noise floor). Each result is scored with MEF-SSIM (Ma, Zeng, Wang 201
 (the values as stored) downscaled with area interpolation to a longest side of 1024 px (--mef-side;
 0 scores them as they are, fine detail included): the same for every method
 (fusecli.evaluate.mef_scorer). --no-correction adds a column for the bundled model's fusion with its
-learned correction at zero: exposure fusion's weights in fusecli's pyramid. A contact sheet per
+learned correction at zero: exposure fusion's weights in fusecli's pyramid; --display-correction
+S ... a column per strength of the correction camera-JPEG stacks get (the sidecar's
+display_correction, 0.5 for the bundled model). A contact sheet per
 stack (frames; fusecli, Mertens, enfuse; fusecli's weights) goes to --sheets: look at them before believing a number.
 """
 
 import argparse
+import dataclasses
 import hashlib
 import statistics
 import sys
@@ -79,6 +83,13 @@ def main() -> None:
     ap.add_argument("--brackets", type=Path, nargs="+", default=[BRACKETS], help="folders of stacks")
     ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model file(s) (default: the bundled one)")
     ap.add_argument("--no-correction", action="store_true", help="also fuse with the learned correction at zero")
+    ap.add_argument(
+        "--display-correction",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also fuse with the bundled model at these display_correction strengths (0..1)",
+    )
     ap.add_argument("--mef-side", type=int, default=1024, help="longest side scored (0: as they are)")
     ap.add_argument("--align", default="translation", help="fusecli's --align (default: fuse's default)")
     ap.add_argument("--sheets", type=Path, default=ROOT / "out" / "real_brackets")
@@ -93,6 +104,10 @@ def main() -> None:
     models = {_label(p): load_model(p)[0] for p in a.model}
     if a.no_correction:  # a fresh network's last layers are zero: its correction is nothing
         models["no-corr"] = FuseNet(load_model()[0].config).eval()
+    for strength in a.display_correction:  # the bundled weights, its sidecar's strength replaced
+        model = load_model()[0]
+        model.config = dataclasses.replace(model.config, display_correction=strength)
+        models[f"corr{strength:g}"] = model
     side = a.mef_side or 1 << 30
     methods = (*models, *METHODS[1:])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
