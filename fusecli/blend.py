@@ -17,7 +17,7 @@ WELL_EXPOSED_SIGMA = 0.2
 #: a weight. At 1e-12 (OpenCV's figure, which adds it to the product, not inside a log), the ~1e-7
 #: rounding noise of a smooth patch's Laplacian swung a log weight by up to 10, and float32 and float64
 #: fusions of the same real brackets differed by up to 0.37 in spots (so would CPU and GPU); at 1e-5,
-#: by at most 5e-4 (1e-6: 7e-3). Below one 16-bit step (1.5e-5); the real brackets' mean MEF-SSIM
+#: by at most 6e-4 (1e-6: 7e-3; `bench/precision.py`). Below one 16-bit step (1.5e-5); the real brackets' mean MEF-SSIM
 #: moved 0.9735 -> 0.9728 with the model trained at 1e-12 (bench/README.md, "Precision").
 _EPS = 1e-5
 
