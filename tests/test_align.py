@@ -234,3 +234,16 @@ def test_matched_features_give_a_large_turned_and_shifted_motion():
     )
     with pytest.raises(ValueError, match="features"):
         feature_motion(np.zeros_like(scene), image, ones, ones)  # a blank frame has none
+
+
+def test_deghost_quantiles_are_numpys_from_one_sort():
+    # the intensity mapping's quantiles (one sort, not np.quantile's partition per quantile) are
+    # np.quantile's to the last bit; by hand: [0, 1, 2, 10] at q = 0.5 lies halfway between 1 and 2
+    from fusecli.align import _quantiles
+
+    assert _quantiles(np.array([10.0, 0.0, 2.0, 1.0]), np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.5, 10.0]
+    rng = np.random.default_rng(3)
+    q = np.linspace(0.0, 1.0, 64)
+    for n in (1, 2, 5, 999, 40_001):
+        x = (rng.random(n) ** 3).astype(np.float32)
+        assert np.array_equal(_quantiles(x, q), np.quantile(x, q))
