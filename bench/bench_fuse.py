@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import child_env, describe, median_seconds  # noqa: E402
 
 from fusecli.discover import discover  # noqa: E402
-from fusecli.fuse import fuse_sources  # noqa: E402
+from fusecli.fuse import default_jobs, fuse_sources  # noqa: E402
 from fusecli.io.dng import Exposure, write_dng  # noqa: E402
 from fusecli.io.raw import CameraInfo  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
@@ -63,12 +63,13 @@ def main() -> None:
     ap.add_argument("--no-samples", action="store_true")
     ap.add_argument("--cli", action="store_true", help="also time the fusecli fuse command as a new process")
     ap.add_argument("--align", default="translation", help="as fuse --align (default translation, as fuse)")
-    ap.add_argument("--jobs", type=int, default=1, help="stacks opened at once, as fuse --jobs (in-process run)")
+    ap.add_argument("--jobs", type=int, default=None, help="stacks opened at once, as fuse --jobs (default: as fuse)")
     a = ap.parse_args()
     keep_freed_memory()
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(describe())
+    a.jobs = a.jobs or default_jobs()
     print(
         f"fuse --align {a.align} (deghost on), {a.jobs} stack(s) opened at once; median of {a.repeat} "
         f"run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack"

@@ -5,7 +5,7 @@ import platform
 import statistics
 import time
 
-from fusecli.runtime import passive_openmp_threads
+from fusecli.runtime import passive_openmp_threads, usable_cores
 
 passive_openmp_threads()  # as the CLI does, before torch is imported
 import torch  # noqa: E402
@@ -21,7 +21,7 @@ def describe() -> str:
                     break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
     return (
         f"machine: {cpu}, {cores} cores usable, torch {torch.__version__} "

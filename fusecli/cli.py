@@ -208,7 +208,7 @@ def fuse(
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
     max_memory: opt.MaxMemory = 0.25,
-    jobs: opt.Jobs = 1,
+    jobs: opt.Jobs = None,
     align: opt.AlignOpt = opt.AlignMode.translation,
     deghost: opt.Deghost = True,
     shard: opt.Shard = None,

@@ -21,10 +21,21 @@ import torch
 from fusecli.errors import FuseError
 from fusecli.model import FuseNet
 from fusecli.outputs import OutputOptions, output_paths, remove_stale_parts, write_outputs
+from fusecli.runtime import usable_cores
 from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
 
 #: GiB of full-resolution temporaries by default (``fuse --max-memory``).
 MAX_MEMORY_GIB = 0.25
+#: The most stacks opened at once by default (each holds a stack in memory: 0.9 GB for 24 MP RGB).
+MAX_DEFAULT_JOBS = 4
+
+
+def default_jobs() -> int:
+    """Stacks opened at once when ``fuse --jobs`` is not given: one per four usable cores, at most
+    :data:`MAX_DEFAULT_JOBS`. Opening (LibRaw, tifffile, deghosting) runs mostly on one core while the
+    fusion takes every core (or the GPU): on two cores a second opener gained 5 % for 0.3 GB
+    (bench/README.md, "fuse --jobs N"), so machines of under eight cores keep one."""
+    return max(1, min(MAX_DEFAULT_JOBS, usable_cores() // 4))
 
 
 @dataclass
@@ -103,11 +114,11 @@ def fuse_sources(
     max_memory: float = MAX_MEMORY_GIB,
     dry_run: bool = False,
     on_result: Callable[[Result], None] | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
 ) -> list[Result]:
-    """Fuse every stack into ``out_dir``; opening the next ``jobs`` stacks (one thread each) overlaps
-    fusion of this one. ``max_memory``: GiB of full-resolution temporaries (larger stacks go in bands
-    of rows)."""
+    """Fuse every stack into ``out_dir``; opening the next ``jobs`` stacks (one thread each; default
+    :func:`default_jobs`) overlaps fusion of this one. ``max_memory``: GiB of full-resolution
+    temporaries (larger stacks go in bands of rows)."""
     out_dir = Path(out_dir)
     if not dry_run:
         try:
@@ -135,7 +146,9 @@ def fuse_sources(
     # tifffile and torch release the GIL. Results are reported in order.
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing: Future | None = None
-        for source, stack, error in prefetch(opening, lambda s: open_stack(s, stack_options), ahead=jobs):
+        for source, stack, error in prefetch(
+            opening, lambda s: open_stack(s, stack_options), ahead=jobs or default_jobs()
+        ):
             t0 = time.perf_counter()
             paths = todo[source.name]
             if error is not None:

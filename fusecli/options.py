@@ -204,10 +204,11 @@ Shard = _opt(
     Optional[str], "--shard", help="Fuse only shard I of N (e.g. 2/8): a job array's share.", rich_help_panel="Input"
 )
 Jobs = _opt(
-    int,
+    Optional[int],
     "--jobs",
     min=1,
-    help="Stacks decoded, aligned and deghosted at once, one thread each (each holds a stack in memory).",
+    help="Stacks decoded, aligned and deghosted at once, one thread each (each holds a stack in memory); "
+    "default: one per 4 cores, at most 4.",
     rich_help_panel="Model and device",
 )
 MaxMemory = _opt(

@@ -48,6 +48,11 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def passive_openmp_threads() -> None:
     """Let PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the thread that
     decodes the next stack gets a core (fuse on 24 MP stacks: 0.43-0.48 s per stack against

@@ -345,7 +345,7 @@ def test_prefetch_keeps_the_order_and_the_errors_with_stacks_opened_at_once():
 
 
 def test_jobs_fuse_the_same_outputs(tmp_path):
-    one = _fuse(SAMPLES, "-o", tmp_path / "one", "--format", "dng", "--json")
+    one = _fuse(SAMPLES, "-o", tmp_path / "one", "--format", "dng", "--jobs", "1", "--json")
     three = _fuse(SAMPLES, "-o", tmp_path / "three", "--format", "dng", "--jobs", "3", "--json")
     assert one.exit_code == three.exit_code == 0, three.stderr
     assert [r["stack"] for r in json.loads(three.stdout)["results"]] == [
@@ -355,3 +355,11 @@ def test_jobs_fuse_the_same_outputs(tmp_path):
     assert len(written) == 3
     for path in written:
         assert np.array_equal(read_raw(path)[0], read_raw(tmp_path / "three" / path.name)[0])
+
+
+@pytest.mark.parametrize(("cores", "jobs"), [(1, 1), (2, 1), (7, 1), (8, 2), (16, 4), (128, 4)])
+def test_fuse_opens_one_stack_per_four_cores_by_default(monkeypatch, cores, jobs):
+    import fusecli.fuse
+
+    monkeypatch.setattr(fusecli.fuse, "usable_cores", lambda: cores)
+    assert fusecli.fuse.default_jobs() == jobs
