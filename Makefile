@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/compare_baselines.py
 	$(BIN)/python bench/highlight_colour.py
 	$(BIN)/python bench/precision.py
+	$(BIN)/python bench/integer_frames.py
 	$(BIN)/python bench/real_brackets.py
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
