@@ -196,6 +196,16 @@ def _normalise(path: Path, array: np.ndarray, srgb: bool, out: np.ndarray | None
         return out
     if array.dtype in (np.uint8, np.uint16):  # one gather through the code -> linear table
         lut = _lut(8 * array.dtype.itemsize, srgb)
+        hwc = np.moveaxis(array, 0, -1)
+        if array.shape[0] > 1 and hwc.flags.c_contiguous:  # decoded channels last (a TIFF's RGB)
+            # gathered in the decoder's order, then transposed from a small band: reading the codes
+            # three apart cost 89 ms per 12 MP frame, this 67 ms
+            band = np.empty((64, *hwc.shape[1:]), np.float32)
+            for y in range(0, hwc.shape[0], 64):
+                rows = min(64, hwc.shape[0] - y)
+                np.take(lut, hwc[y : y + rows], out=band[:rows], mode="clip")
+                out[:, y : y + rows] = band[:rows].transpose(2, 0, 1)
+            return out
         # in bands of rows: np.take makes an int64 copy of its indices (288 MB for a 12 MP RGB frame)
         for y in range(0, array.shape[1], 256):
             np.take(lut, array[:, y : y + 256], out=out[:, y : y + 256], mode="clip")  # ("clip": unbuffered)
