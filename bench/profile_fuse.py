@@ -20,6 +20,7 @@ from common import describe  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from fusecli import align  # noqa: E402
+from fusecli.deghost import deghost  # noqa: E402
 from fusecli.discover import discover  # noqa: E402
 from fusecli.fuse import MAX_MEMORY_GIB, band_rows, fuse_stack  # noqa: E402
 from fusecli.model import load_model  # noqa: E402
@@ -48,9 +49,10 @@ def main() -> None:
             t0 = time.perf_counter()
             stack = load_stack(source)
             t1 = time.perf_counter()
-            frames, motion = align.align_stack(stack.frames, stack.ratios, "translation")
+            summaries = {}  # each frame read once for both, as stack.register does
+            frames, motion = align.align_stack(stack.frames, stack.ratios, "translation", summaries)
             t2 = time.perf_counter()
-            align.deghost(frames, stack.ratios, display_referred=stack.transfer == "srgb")
+            deghost(frames, stack.ratios, stack.transfer == "srgb", summaries)
             t3 = time.perf_counter()
             fused, _ = fuse_stack(model, stack, cpu, MAX_MEMORY_GIB, keep_weights=False)
             t4 = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Handheld brackets: registering frames onto the reference (OpenCV ECC, coarse to fine) and a
-ghost mask for what moved. Works on arrays ``(K, C, H, W)``, never on a Stack. README.md ("Handheld
+"""Handheld brackets: registering frames onto the reference (OpenCV ECC, coarse to fine); what moved
+on its own is :mod:`fusecli.deghost`'s. Works on arrays ``(K, C, H, W)``, never on a Stack. README.md ("Handheld
 brackets") says what it does; docs/design.md says why it is built this way.
 """
 
@@ -29,8 +29,6 @@ STILL_REASON = f"moved under {STILL:g} px"  # a frame's reason when the tripod t
 SAME_START = 0.5  # registration pixels: a phase-correlation start this close to no motion is no motion
 ECC_EPS = 1e-3  # ECC's convergence threshold at the finest level (registration pixels for a translation)
 ECC_COARSE_EPS = 1e-3  # the same at the coarser levels (they only give the next a start)
-GHOST_RATIO = 1.3  # brightness ratio (after normalisation) beyond which a pixel is a ghost
-GHOST_FLOOR = 0.02  # reference-frame units added to both sides before the ratio (noise)
 
 
 @dataclass
@@ -76,6 +74,61 @@ def _shrink(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
     clipped = (frame.max(axis=0) >= CLIP).astype(np.float32)
     if size == (frame.shape[-1], frame.shape[-2]):
         return bright, clipped
+    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(
+        clipped, size, interpolation=cv2.INTER_AREA
+    )
+
+
+def half_summary(frame: np.ndarray, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One read of a frame for registration and deghosting: (C, H, W) [0, 1], H and W even -> the
+    2x2 block means of each channel (C, H/2, W/2) and the 2x2 block maxima of the brightest channel
+    (H/2, W/2), float32. In bands of ``rows`` rows, so that the maximum reads what the means just
+    brought into the cache: at 12 MP 47 ms per frame, where the full-resolution brightness, clip
+    map and 4x4 means read each frame five times over (150 ms; bench/README.md, "One read")."""
+    c, h, w = frame.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"half_summary needs an even-sized frame, got {h}x{w}")
+    means = np.empty((c, h // 2, w // 2), np.float32)
+    peak = np.empty((h // 2, w // 2), np.float32)
+    for y in range(0, h, rows):
+        band = frame[:, y : y + rows]
+        half = slice(y // 2, y // 2 + band.shape[1] // 2)
+        for ch in range(c):
+            cv2.resize(band[ch], (w // 2, band.shape[1] // 2), dst=means[ch, half], interpolation=cv2.INTER_AREA)
+        top = band[0] if c == 1 else cv2.max(band[0], band[1])
+        for ch in range(2, c):
+            top = cv2.max(top, band[ch])
+        np.maximum(
+            np.maximum(top[0::2, 0::2], top[0::2, 1::2]), np.maximum(top[1::2, 0::2], top[1::2, 1::2]), out=peak[half]
+        )
+    return means, peak
+
+
+#: Frames' :func:`half_summary`, by index, shared by :func:`align_stack` and
+#: :func:`fusecli.deghost.deghost` (a warped frame's entry is dropped); None where a frame's size is odd.
+Summaries = dict[int, tuple[np.ndarray, np.ndarray] | None]
+
+
+def summary_of(frames: np.ndarray, k: int, cache: Summaries | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame k's half summary (computed once into ``cache``), or None when its height or width is odd."""
+    if cache is not None and k in cache:
+        return cache[k]
+    h, w = frames.shape[-2:]
+    summary = half_summary(frames[k]) if h % 2 == 0 and w % 2 == 0 else None
+    if cache is not None:
+        cache[k] = summary
+    return summary
+
+
+def _shrink_stack(frames: np.ndarray, k: int, size: tuple[int, int], cache: Summaries | None):
+    """:func:`_shrink` of frame k; from its half summary (one read of the frame) where the registration
+    size is at most half the frame's (frames of 2048 px and more)."""
+    h, w = frames.shape[-2:]
+    if size[0] > w // 2 or size[1] > h // 2 or (summary := summary_of(frames, k, cache)) is None:
+        return _shrink(frames[k], size)
+    means, peak = summary
+    bright = means.mean(axis=0, dtype=np.float32)
+    clipped = (peak >= CLIP).astype(np.float32)
     return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(
         clipped, size, interpolation=cv2.INTER_AREA
     )
@@ -441,10 +494,12 @@ def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain:
 
 
 def align_stack(
-    frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode
+    frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: Mode, summaries: Summaries | None = None
 ) -> tuple[np.ndarray, list[FrameMotion]]:
     """Register frames (K, C, H, W) [0, 1], brightest first, onto frame 0, **in place** -> (the same
-    array, aligned; the motion of each frame). ``mode`` "none" leaves the frames as they are."""
+    array, aligned; the motion of each frame). ``mode`` "none" leaves the frames as they are.
+    ``summaries`` (a dict to share with :func:`fusecli.deghost.deghost`) keeps each frame's half summary; a warped
+    frame's is dropped."""
     check_mode(mode)
     motions = [FrameMotion(0, "reference")]
     if mode == "none":
@@ -453,9 +508,9 @@ def align_stack(
     size = registration_size(h, w)
     aligned = frames  # frame k is replaced once registered; frame 0 (the border fill) never is
     previous = 0  # the last frame aligned (or the reference)
-    shrunk = {0: _shrink(frames[0], size)}
+    shrunk = {0: _shrink_stack(frames, 0, size, summaries)}
     for k in range(1, len(frames)):
-        shrunk[k] = _shrink(frames[k], size)
+        shrunk[k] = _shrink_stack(frames, k, size, summaries)
         try:
             template, image, t_mask, i_mask = _registration_pair(
                 shrunk[previous], ratios[previous], shrunk[k], ratios[k]
@@ -477,101 +532,9 @@ def align_stack(
             motions.append(FrameMotion(k, "static", dx, dy, rot, cc, matrix=matrix))
         else:
             aligned[k] = warp_frame(aligned[k], warp, aligned[0], ratios[k] / ratios[0])
-            shrunk[k] = _shrink(aligned[k], size)
+            if summaries is not None:
+                summaries.pop(k, None)
+            shrunk[k] = _shrink_stack(aligned, k, size, summaries)
             motions.append(FrameMotion(k, "aligned", dx, dy, rot, cc, matrix=matrix))
         previous = k
     return aligned, motions
-
-
-def _quantile_map(src: np.ndarray, dst: np.ndarray, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The intensity mapping between two exposures of one scene (Grossberg & Nayar 2003): matched
-    quantiles of the same pixels in both, a monotone curve src -> dst robust to what moved. 1-D
-    arrays of equal length -> (src knots, dst knots), each increasing, for np.interp."""
-    q = np.linspace(0.0, 1.0, n)
-    a, b = _quantiles(src, q), _quantiles(dst, q)
-    return np.maximum.accumulate(a), np.maximum.accumulate(b)
-
-
-def _quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """np.quantile(x, q) (its default linear method, the same values) from one sort: 1-D x, q in
-    [0, 1] -> (len(q),) float64. np.quantile partitions once per quantile: for 64 of them over a
-    12 MP frame's 4x4 blocks it took 26 ms, a sort 2.5 ms (bench/README.md, "Deghosting")."""
-    s = np.sort(x)
-    pos = q * (s.size - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, s.size - 1)
-    t = pos - lo
-    a, b = s[lo], s[hi]
-    # numpy's _lerp, so that the values are np.quantile's to the last bit
-    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
-
-
-def deghost(frames: np.ndarray, ratios: tuple[float, ...] | list[float], display_referred: bool = False) -> list[float]:
-    """Find where frames disagree with the reference after alignment and replace those pixels, in place.
-
-    frames (K, C, H, W) [0, 1] aligned, brightest first -> for each frame, the share of its pixels
-    that were ghosts (frame 0: 0). Frame k is compared with frame 0 on 4x4 area averages of the
-    exposure-normalised channels where neither clipped (no clipped pixel in the block) and one of
-    them is above frame k's noise floor; where any channel differs by more than ``GHOST_RATIO``
-    (after ``GHOST_FLOOR`` plus frame k's noise floor is added to both), the region (opened,
-    dilated, feathered) takes the reference's pixels at frame k's exposure: (1 - m) frame_k + m min(frame_0 ratio_k, 1).
-
-    ``display_referred`` frames (decoded from camera JPEGs or PNGs) went through a camera tone curve
-    that the ratio does not undo (dividing by it marked 50-81 % of some 8-bit tripod frames as
-    moving): each frame is brought to the reference's brightness, and the reference to the frame's,
-    through their intensity mapping instead (matched quantiles per channel over the pixels unclipped
-    in both), and only where the reference is unclipped does it stand in.
-    """
-    k, _, h, w = frames.shape
-    small = (max(1, w // 4), max(1, h // 4))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    kernel3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-
-    def low(j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised channels (C, h/4, w/4), and where frame j has no clipped pixel."""
-        planes = np.stack([cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in frames[j]]) / np.float32(
-            ratios[j]
-        )
-        unclipped = (
-            cv2.resize((frames[j].max(axis=0) < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
-        )
-        return planes, unclipped
-
-    ref_b, ref_ok = low(0)
-    shares = [0.0]
-    for j in range(1, k):
-        b, ok = low(j)
-        curves = None
-        if display_referred:  # frame j at the reference's brightness, through their intensity mapping
-            both = ref_ok & ok
-            if int(both.sum()) < 64:
-                shares.append(0.0)
-                continue
-            curves = [_quantile_map(b[c][both] * ratios[j], ref_b[c][both]) for c in range(b.shape[0])]
-            b = np.stack([np.interp(b[c] * ratios[j], *curves[c]) for c in range(b.shape[0])]).astype(np.float32)
-        # Frame j's noise floor in reference units: a dark frame can only say "darker than this".
-        floor = np.float32(GHOST_FLOOR + 2 * FLOOR / ratios[j])
-        ratio = (b + floor) / (ref_b + floor)  # per channel: a moving object may differ in colour only
-        differs = ((ratio > GHOST_RATIO) | (ratio < 1 / GHOST_RATIO)).any(axis=0)
-        visible = (
-            np.maximum(b, ref_b).mean(axis=0) * np.float32(ratios[j]) >= 4 * FLOOR
-        )  # above frame j's floor in one of them
-        ghost = (ref_ok & ok & visible & differs).astype(np.uint8)
-        ghost = cv2.morphologyEx(ghost, cv2.MORPH_OPEN, kernel3)  # noise and thin edge residues of alignment out
-        if not ghost.any():
-            shares.append(0.0)
-            continue
-        soft = cv2.GaussianBlur(cv2.dilate(ghost, kernel).astype(np.float32), (0, 0), 1.5)
-        m = np.clip(cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) * 1.5, 0, 1)
-        # only the pixels the mask touches are read and replaced (ghosts are usually a few per cent)
-        where = np.nonzero(m)
-        ref, mb = frames[0][:, where[0], where[1]], m[where]  # (C, n), (n,)
-        if curves is None:
-            stand_in = np.minimum(ref * np.float32(ratios[j] / ratios[0]), 1.0)
-        else:  # the reference at frame j's brightness (the inverse mapping), where it is unclipped
-            stand_in = np.stack([np.interp(ref[c], curves[c][1], curves[c][0]) for c in range(len(curves))])
-            mb = mb * (ref.max(axis=0) < CLIP)
-        target = frames[j][:, where[0], where[1]]
-        frames[j][:, where[0], where[1]] = target + mb * (stand_in.astype(np.float32) - target)
-        shares.append(float(np.count_nonzero(mb > 0.5) / (h * w)))
-    return shares

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from fusecli import align
+from fusecli import deghost as ghosts
 from fusecli.errors import FuseError
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
@@ -500,12 +501,13 @@ def open_stack(source: StackSource, options: StackOptions = StackOptions()) -> S
 def register(stack: Stack, mode: align.Mode = "translation", deghost: bool = True) -> Stack:
     """Align a decoded stack's frames onto the reference and replace ghosts, in place -> the stack
     with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
-    frames, motion = align.align_stack(stack.frames, stack.ratios, mode)
+    summaries: align.Summaries = {}  # each frame read once for both (a warped frame again)
+    frames, motion = align.align_stack(stack.frames, stack.ratios, mode, summaries)
     notes = stack.notes
     if len(motion) > 1 and all(m.reason == align.STILL_REASON for m in motion[1:]):
         notes = (*notes, f"tripod: no frame moved over {align.STILL:g} px at half the registration size; none warped")
     if deghost:
-        shares = align.deghost(frames, stack.ratios, display_referred=stack.transfer == "srgb")
+        shares = ghosts.deghost(frames, stack.ratios, stack.transfer == "srgb", summaries)
         for m, share in zip(motion, shares):
             m.ghost_share = share
     return dataclasses.replace(stack, frames=frames, motion=tuple(motion), notes=notes)

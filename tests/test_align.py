@@ -10,8 +10,9 @@ import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
-from fusecli.align import align_stack, deghost, feature_motion, warp_frame
+from fusecli.align import align_stack, feature_motion, warp_frame
 from fusecli.cli import app
+from fusecli.deghost import deghost
 from fusecli.discover import discover
 from fusecli.stack import load_stack, register
 from fusecli.synth import SynthConfig, synthesise
@@ -239,7 +240,7 @@ def test_matched_features_give_a_large_turned_and_shifted_motion():
 def test_deghost_quantiles_are_numpys_from_one_sort():
     # the intensity mapping's quantiles (one sort, not np.quantile's partition per quantile) are
     # np.quantile's to the last bit; by hand: [0, 1, 2, 10] at q = 0.5 lies halfway between 1 and 2
-    from fusecli.align import _quantiles
+    from fusecli.deghost import _quantiles
 
     assert _quantiles(np.array([10.0, 0.0, 2.0, 1.0]), np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.5, 10.0]
     rng = np.random.default_rng(3)
@@ -247,3 +248,32 @@ def test_deghost_quantiles_are_numpys_from_one_sort():
     for n in (1, 2, 5, 999, 40_001):
         x = (rng.random(n) ** 3).astype(np.float32)
         assert np.array_equal(_quantiles(x, q), np.quantile(x, q))
+
+
+def test_half_summary_gives_2x2_means_and_the_brightest_channels_maxima():
+    from fusecli.align import half_summary
+
+    frame = np.zeros((2, 2, 4), np.float32)
+    frame[0] = [[0.0, 0.2, 1.0, 1.0], [0.4, 0.6, 1.0, 0.0]]
+    frame[1] = [[0.9, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.1]]
+    means, peak = half_summary(frame)
+    assert np.allclose(means, [[[0.3, 0.75]], [[0.225, 0.025]]])  # (0 + .2 + .4 + .6) / 4, (1 + 1 + 1 + 0) / 4, ...
+    assert peak.tolist() == [[np.float32(0.9), 1.0]]  # channel 1's 0.9 tops channel 0's 0.6 in the first block
+    with pytest.raises(ValueError, match="even-sized"):
+        half_summary(np.zeros((3, 5, 4), np.float32))
+
+
+def test_deghosting_reads_the_same_4x4_blocks_from_the_half_summary():
+    # 64-row bands, 4x4 blocks from 2x2 ones: the means agree to rounding, "no clipped pixel in the
+    # block" exactly, for a frame of 200 x 120 with clipped spots
+    from fusecli.align import CLIP, half_summary
+
+    rng = np.random.default_rng(5)
+    frame = np.clip(rng.random((3, 200, 120), dtype=np.float32) * 1.1, 0, 1)
+    means, peak = half_summary(frame)
+    small = (30, 50)
+    direct = [cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in frame]
+    derived = [cv2.resize(p, small, interpolation=cv2.INTER_AREA) for p in means]
+    assert np.abs(np.array(direct) - np.array(derived)).max() < 1e-6
+    ok = lambda top: cv2.resize((top < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999  # noqa: E731
+    assert np.array_equal(ok(frame.max(axis=0)), ok(peak)) and 0 < ok(peak).sum() < ok(peak).size
