@@ -40,12 +40,14 @@ RATIOS = (1.0, 0.25, 0.0625)
 
 
 def stack(megapixels: float) -> np.ndarray:
-    """A (3, 3, H, W) float32 RGB bracket of a 4:3 procedural scene of ``megapixels``."""
+    """A (3, 3, H, W) float32 RGB bracket of a 4:3 procedural scene of ``megapixels``, C-contiguous."""
     h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
     w = int(round(h * 4 / 3))
     scene = procedural_scene(h, w, np.random.default_rng(0))  # (H, W, 3)
     scene *= np.float32(0.5 / np.percentile(scene, 50))  # median at half scale in the 1/1 frame
-    return np.stack([np.moveaxis(np.clip(scene * np.float32(r), 0, 1), -1, 0) for r in RATIOS])
+    # contiguous planes, as fusecli's decoders fill a stack (np.stack of the moved-axis views kept
+    # them interleaved: until 2026-11-26 fusecli was timed here on strided channels-last frames)
+    return np.ascontiguousarray(np.stack([np.moveaxis(np.clip(scene * np.float32(r), 0, 1), -1, 0) for r in RATIOS]))
 
 
 def main() -> None:
