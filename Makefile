@@ -34,6 +34,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/highlight_colour.py
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/integer_frames.py
+	$(BIN)/python bench/one_read.py
+	$(BIN)/python bench/numba_detail.py
 	$(BIN)/python bench/real_brackets.py
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
