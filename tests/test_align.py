@@ -277,3 +277,14 @@ def test_deghosting_reads_the_same_4x4_blocks_from_the_half_summary():
     assert np.abs(np.array(direct) - np.array(derived)).max() < 1e-6
     ok = lambda top: cv2.resize((top < CLIP).astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999  # noqa: E731
     assert np.array_equal(ok(frame.max(axis=0)), ok(peak)) and 0 < ok(peak).sum() < ok(peak).size
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_half_summary_agrees_with_block_means_and_maxima_across_bands(channels):
+    # 130 rows: bands of 64, 64 and 2 rows; grey, RGB and packed-RAW planes
+    from fusecli.align import half_summary
+
+    frame = np.random.default_rng(channels).random((channels, 130, 66), dtype=np.float32)
+    means, peak = half_summary(frame)
+    assert np.abs(means - frame.reshape(channels, 65, 2, 33, 2).mean(axis=(2, 4))).max() < 1e-6
+    assert np.array_equal(peak, frame.max(axis=0).reshape(65, 2, 33, 2).max(axis=(1, 3)))
