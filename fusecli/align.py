@@ -70,13 +70,14 @@ def registration_size(h: int, w: int) -> tuple[int, int]:
 
 def _shrink(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(C, H, W) [0, 1] -> (brightness, share of clipped pixels), both area-averaged to ``size``."""
-    bright = _brightness(frame)
-    clipped = (frame.max(axis=0) >= CLIP).astype(np.float32)
-    if size == (frame.shape[-1], frame.shape[-2]):
-        return bright, clipped
-    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(
-        clipped, size, interpolation=cv2.INTER_AREA
-    )
+    return _area_to(size, _brightness(frame), (frame.max(axis=0) >= CLIP).astype(np.float32))
+
+
+def _area_to(size: tuple[int, int], *maps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(H, W) float32 maps, each area-averaged to ``size`` (width, height); as they are if already so."""
+    if size == (maps[0].shape[-1], maps[0].shape[-2]):
+        return maps
+    return tuple(cv2.resize(m, size, interpolation=cv2.INTER_AREA) for m in maps)
 
 
 def half_summary(frame: np.ndarray, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -127,11 +128,7 @@ def _shrink_stack(frames: np.ndarray, k: int, size: tuple[int, int], cache: Summ
     if size[0] > w // 2 or size[1] > h // 2 or (summary := summary_of(frames, k, cache)) is None:
         return _shrink(frames[k], size)
     means, peak = summary
-    bright = means.mean(axis=0, dtype=np.float32)
-    clipped = (peak >= CLIP).astype(np.float32)
-    return cv2.resize(bright, size, interpolation=cv2.INTER_AREA), cv2.resize(
-        clipped, size, interpolation=cv2.INTER_AREA
-    )
+    return _area_to(size, means.mean(axis=0, dtype=np.float32), (peak >= CLIP).astype(np.float32))
 
 
 def _registration_pair(

@@ -59,7 +59,7 @@ def deghost(
     through their intensity mapping instead (matched quantiles per channel over the pixels unclipped
     in both), and only where the reference is unclipped does it stand in.
 
-    ``summaries`` are :func:`align_stack`'s, for frames it did not warp (the 4x4 averages are then
+    ``summaries`` are :func:`fusecli.align.align_stack`'s, for frames it did not warp (the 4x4 averages are then
     taken from each frame's half summary: no second read of the frame).
     """
     k, _, h, w = frames.shape
