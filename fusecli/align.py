@@ -6,7 +6,7 @@ brackets") says what it does; docs/design.md says why it is built this way.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import cv2
@@ -27,6 +27,10 @@ WANDER = 3.0  # registration pixels: a translation ECC found this far from every
 STILL = 0.1  # registration pixels: a frame found to move less at half size is not registered further
 STILL_REASON = f"moved under {STILL:g} px"  # a frame's reason when the tripod test settled it
 SAME_START = 0.5  # registration pixels: a phase-correlation start this close to no motion is no motion
+# registration pixels: ECC runs this close at half size go on to full size as one. (0.1 merged a turned
+# synthetic frame's two runs, 0.05 px apart there, that end apart at full size: bench/bench_align.py's
+# shift+turn homography max went 0.14 -> 0.70 px.)
+SAME_WARP = 0.01
 ECC_EPS = 1e-3  # ECC's convergence threshold at the finest level (registration pixels for a translation)
 ECC_COARSE_EPS = 1e-3  # the same at the coarser levels (they only give the next a start)
 
@@ -172,6 +176,38 @@ def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
     return out[::-1]  # coarse first
 
 
+def _mask_pyramid(mask: np.ndarray, levels: int) -> list[np.ndarray]:
+    """A uint8 valid mask's pyramid: a pixel is valid at a coarser level only if all it averages are."""
+    return [(m > 0.999).astype(np.uint8) for m in _pyramid(mask.astype(np.float32), levels)]
+
+
+@dataclass
+class _Pair:
+    """Two registration images and their valid masks (as :func:`_registration_pair` gives them), coarse
+    to fine (the last level the images themselves); built once, shared by the tripod test and every
+    round of ECC."""
+
+    template: list[np.ndarray]
+    image: list[np.ndarray]
+    t_mask: list[np.ndarray]
+    i_mask: list[np.ndarray]
+
+    @classmethod
+    def of(cls, template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray) -> _Pair:
+        levels = _levels(*template.shape)
+        pyramids = (_pyramid(template, levels), _pyramid(image, levels))
+        return cls(*pyramids, _mask_pyramid(t_mask, levels), _mask_pyramid(i_mask, levels))
+
+    def with_template_mask(self, t_mask: np.ndarray) -> _Pair:
+        """The same images with another template mask (round 2's, what moved on its own left out)."""
+        return replace(self, t_mask=_mask_pyramid(t_mask, len(self.template)))
+
+    @property
+    def full(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(template, image, t_mask, i_mask) at full size."""
+        return self.template[-1], self.image[-1], self.t_mask[-1], self.i_mask[-1]
+
+
 def _scale_warp(warp: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
     """A 3x3 warp in pixel coordinates of one image -> the same motion on the image resized by
     (sx, sy), with OpenCV's pixel-centre convention (x' = s x + (s - 1) / 2)."""
@@ -191,22 +227,110 @@ def _ecc(template, image, t_mask, i_mask, guess, motion, criteria):
     return cv2.findTransformECC(template, image, guess, motion, criteria, t_mask & i_mask, 5)
 
 
-def estimate_warp(
-    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, mode: Mode
-) -> tuple[np.ndarray, float]:
-    """The 3x3 warp W (template pixel -> image pixel) and ECC's correlation coefficient.
+_MOTIONS = {
+    "translation": cv2.MOTION_TRANSLATION,
+    "euclidean": cv2.MOTION_EUCLIDEAN,
+    "homography": cv2.MOTION_HOMOGRAPHY,
+}
+# ECC stops when its update is under eps (warp parameters: pixels for a translation); coarser levels
+# only give the next a start. Fine/coarse 1e-5/1e-4 cost 2x the ECC time of 1e-4/1e-3 for the same
+# benchmark error; 1e-3/1e-3 a third less again (bench/profile_folder.py: opening a 1 MP JPEG bracket
+# 0.43 -> 0.26 s) with the same errors and real brackets' scores; 1e-3/1e-2 lost a 50 px handheld
+# frame of a real bracket (the coarse levels must converge).
+_FINE = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, ECC_EPS)
+_COARSE = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, ECC_COARSE_EPS)
 
-    template, image: (H, W) float32 registration images; t_mask, i_mask: (H, W) uint8, their valid
-    pixels. Raises ValueError when the images cannot be registered.
+
+def _ecc_levels(pair: _Pair, warp: np.ndarray, model: str, levels: range, cc: float = 0.0) -> tuple[np.ndarray, float]:
+    """ECC on ``pair``'s ``levels`` (indices, coarse first) from ``warp`` (3x3, full-size pixels) ->
+    the warp found (full-size pixels) and the last level's correlation coefficient (``cc`` if no
+    level had 64 pixels valid in both). Raises cv2.error when ECC fails."""
+    h, w = pair.template[-1].shape
+    finest = len(pair.template) - 1
+    for level in levels:
+        t, i, tm, im = pair.template[level], pair.image[level], pair.t_mask[level], pair.i_mask[level]
+        if (tm & im).sum() < 64:
+            continue
+        sx, sy = t.shape[1] / w, t.shape[0] / h
+        at_level = _scale_warp(warp, sx, sy)
+        affine = model != "homography"
+        guess = (at_level[:2] if affine else at_level).astype(np.float32)
+        criteria = _FINE if level == finest else _COARSE
+        # Masks for the translation; rigid and projective refinements went astray with them on plain
+        # scenes (OpenCV 5.0) and are run on the clamped images alone.
+        masks = (tm, im) if model == "translation" else (None, None)
+        cc, found = _ecc(t, i, *masks, guess, _MOTIONS[model], criteria)
+        found = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
+        warp = _scale_warp(found, 1 / sx, 1 / sy)
+    return warp, float(cc)
+
+
+#: (start, warp, correlation): ECC from ``start`` taken down to the level before the finest.
+Run = tuple[np.ndarray, np.ndarray, float]
+
+
+def _ecc_pyramid(
+    pair: _Pair,
+    starts: list[np.ndarray],
+    model: str,
+    levels: int | None = None,
+    gradient: np.ndarray | None = None,
+    descended: tuple[Run, ...] = (),
+) -> tuple[float, np.ndarray, float]:
+    """ECC coarse to fine on ``pair`` (its last ``levels`` levels; all by default) from each of
+    ``starts`` (3x3, full-size pixels), and on at full size for the ``descended`` runs (the tripod
+    test's) -> (residual, warp, correlation) of the best result. Runs that reach the same warp
+    (within SAME_WARP) by the level before the finest go on as one: real brackets' starts nearly
+    always do, and the full-size level is most of the cost. Raises ValueError when ECC fails from
+    every start."""
+    h, w = pair.template[-1].shape
+    finest = len(pair.template) - 1
+    first = max(0, finest + 1 - (levels or finest + 1))
+    runs, error = list(descended), None
+    for start in starts:
+        try:
+            runs.append((start, *_ecc_levels(pair, start, model, range(first, finest))))
+        except cv2.error as e:
+            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+    distinct: list[Run] = []
+    for run in runs:
+        if all(_max_displacement(run[1] @ np.linalg.inv(d[1]), h, w) >= SAME_WARP for d in distinct):
+            distinct.append(run)
+    every_start = [run[0] for run in descended] + list(starts)
+    results = []
+    for _, warp, cc in distinct:
+        try:
+            warp, cc = _ecc_levels(pair, warp, model, range(finest, finest + 1), cc)
+        except cv2.error as e:
+            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+            continue
+        if (
+            model == "translation"
+            and min(_max_displacement(warp @ np.linalg.inv(s), h, w) for s in every_start) > WANDER
+        ):
+            # a textured moving object or a plain scene pulled it away
+            error = f"ECC wandered over {WANDER:g} px from every start"
+            continue
+        results.append((_residual(*pair.full, warp, gradient), warp, cc))
+    if not results:
+        raise ValueError(error or "ECC did not converge")
+    return min(results, key=lambda r: r[0])  # residual on the masks given: callers compare on their own
+
+
+def estimate_warp(pair: _Pair, mode: Mode, descended: Run | None = None) -> tuple[np.ndarray, float]:
+    """The 3x3 warp W (template pixel -> image pixel) and ECC's correlation coefficient, for a
+    registration pair; ``descended``: ECC from no motion already taken down to the level before the
+    finest (the tripod test's run). Raises ValueError when the images cannot be registered.
     """
+    template, image, t_mask, i_mask = pair.full
     h, w = template.shape
     both = t_mask & i_mask
     if both.mean() < MIN_VALID:
         raise ValueError(f"only {both.mean():.0%} of the pixels are well exposed in both frames")
     if float(template[both > 0].std()) < 0.01:
         raise ValueError("no texture to register on")
-    levels = _levels(h, w)
-    coarse_t, coarse_i = _pyramid(template, levels)[0], _pyramid(image, levels)[0]
+    # copies: OpenCV 5.0's phaseCorrelate multiplies its inputs by the window in place
+    coarse_t, coarse_i = pair.template[0].copy(), pair.image[0].copy()
     window = cv2.createHanningWindow((coarse_t.shape[1], coarse_t.shape[0]), cv2.CV_32F)
     (sx, sy), _ = cv2.phaseCorrelate(coarse_t, coarse_i, window)
     sx, sy = sx * w / coarse_t.shape[1], sy * h / coarse_t.shape[0]
@@ -215,30 +339,33 @@ def estimate_warp(
     # round-1 warp leaves far off (3x the median residual: what moved on its own) are masked out, and
     # ECC runs again from that warp and from no motion. The result with the smaller residual wins;
     # no motion wins if nothing beats it.
-    starts = [np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]])]
-    if math.hypot(sx, sy) >= SAME_START:  # else both starts lie in the same basin: one ECC run, not two
-        starts.append(np.eye(3))
+    phase = np.array([[1.0, 0.0, sx], [0.0, 1.0, sy], [0.0, 0.0, 1.0]])
+    same = math.hypot(sx, sy) < SAME_START  # both starts in the same basin: one ECC run, not two
+    if descended is not None:
+        starts, runs = ([] if same else [phase]), (descended,)
+    else:
+        starts, runs = ([phase] if same else [phase, np.eye(3)]), ()
     gradient = _gradient(template)
     try:
-        best = _ecc_pyramid(template, image, t_mask, i_mask, starts, "translation", gradient=gradient)
+        best = _ecc_pyramid(pair, starts, "translation", gradient=gradient, descended=runs)
     except ValueError:
         # ECC failed from both starts (a large handheld motion with some turn or zoom: phase correlation
         # finds no single shift); matched features give the motion's centre a start of its own
-        best = _from_features(template, image, t_mask, i_mask, gradient)
-    best = _second_round(template, image, t_mask, i_mask, best, gradient)
+        best = _from_features(pair, gradient)
+    best = _second_round(pair, best, gradient)
     # Homography: refined from the translation through a rigid motion, each stage kept only if it
     # lowers the residual and stays within 2 % of the image of the stage before (with few valid
     # pixels a free homography can shear the image onto a good local match).
     if mode == "homography":
         for stage in ("euclidean", "homography"):
             try:
-                refined = _ecc_pyramid(template, image, t_mask, i_mask, [best[1]], stage, levels=2, gradient=gradient)
+                refined = _ecc_pyramid(pair, [best[1]], stage, levels=2, gradient=gradient)
             except ValueError:
                 break
             if refined[0] < best[0] and _max_displacement(refined[1] @ np.linalg.inv(best[1]), h, w) < 0.02 * max(h, w):
                 best = refined
     residual, warp, cc = best
-    if residual >= _residual(template, image, t_mask, i_mask, np.eye(3), gradient):
+    if residual >= _residual(*pair.full, np.eye(3), gradient):
         return np.eye(3), float(cc)
     if cc < MIN_CORRELATION:
         raise ValueError(f"the frames correlate only {cc:.2f} after registration")
@@ -274,24 +401,18 @@ def feature_motion(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, 
     return np.vstack([affine, [0.0, 0.0, 1.0]])
 
 
-def _from_features(
-    template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray, gradient: np.ndarray
-) -> tuple[float, np.ndarray, float]:
+def _from_features(pair: _Pair, gradient: np.ndarray) -> tuple[float, np.ndarray, float]:
     """Registration when ECC failed from its usual starts: ECC from the shift of the image centre that
     :func:`feature_motion` finds; if ECC fails from there too, that shift itself -> (residual, warp,
     correlation) as :func:`_ecc_pyramid` gives them. Raises ValueError when no features match."""
-    h, w = template.shape
+    h, w = pair.template[-1].shape
     centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
-    dx, dy = (feature_motion(template, image, t_mask, i_mask) @ centre)[:2] - centre[:2]
+    dx, dy = (feature_motion(*pair.full) @ centre)[:2] - centre[:2]
     start = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
     try:
-        return _ecc_pyramid(template, image, t_mask, i_mask, [start], "translation", gradient=gradient)
+        return _ecc_pyramid(pair, [start], "translation", gradient=gradient)
     except ValueError:
-        return (
-            _residual(template, image, t_mask, i_mask, start, gradient),
-            start,
-            _correlation(template, image, t_mask, i_mask, start),
-        )
+        return _residual(*pair.full, start, gradient), start, _correlation(*pair.full, start)
 
 
 def _correlation(
@@ -315,16 +436,12 @@ def _overlap(
 
 
 def _second_round(
-    template: np.ndarray,
-    image: np.ndarray,
-    t_mask: np.ndarray,
-    i_mask: np.ndarray,
-    best: tuple[float, np.ndarray, float],
-    gradient: np.ndarray,
+    pair: _Pair, best: tuple[float, np.ndarray, float], gradient: np.ndarray
 ) -> tuple[float, np.ndarray, float]:
     """Round 2 of :func:`estimate_warp`: the pixels ``best``'s warp leaves far off (3x the median
     residual: what moved on its own) are masked out and ECC runs again from that warp and from no
     motion -> the result with the smaller residual, on the same pixels as ``best``'s."""
+    template, image, t_mask, i_mask = pair.full
     h, w = template.shape
     both = t_mask & i_mask
     moved = cv2.warpPerspective(image, best[1], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
@@ -337,93 +454,30 @@ def _second_round(
         if outliers.sum() > 0.005 * valid.sum() and (kept & i_mask).mean() >= MIN_VALID / 2:
             try:
                 second = _ecc_pyramid(
-                    template, image, kept, i_mask, [best[1], np.eye(3)], "translation", gradient=gradient
+                    pair.with_template_mask(kept), [best[1], np.eye(3)], "translation", gradient=gradient
                 )
             except ValueError:  # (after a feature start, ECC can fail here too: best stands)
                 second = None
-            full = _residual(template, image, t_mask, i_mask, second[1], gradient) if second else math.inf
+            full = _residual(*pair.full, second[1], gradient) if second else math.inf
             if full < best[0]:  # on the same pixels as best's
                 best = (full, second[1], second[2])
     return best
 
 
-def _still(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, i_mask: np.ndarray) -> float | None:
-    """The tripod test: ECC's translation from no motion at half the registration size, coarse to
-    fine. Under :data:`STILL` registration pixels (a tenth of a pixel; the full-size levels, most of
-    the cost, could only refine it within the accuracy asked) -> its correlation: the frame did not
-    move. Else (or when ECC fails there) None: register the frame in full."""
-    half = (max(8, template.shape[1] // 2), max(8, template.shape[0] // 2))
-    shrink = lambda x: cv2.resize(x, half, interpolation=cv2.INTER_AREA)  # noqa: E731
-    masks = [(shrink(m.astype(np.float32)) > 0.999).astype(np.uint8) for m in (t_mask, i_mask)]
+def _still(pair: _Pair) -> tuple[float | None, Run | None]:
+    """The tripod test: ECC's translation from no motion, coarse to fine down to the level before the
+    full size (half of it) -> (its correlation if it found under :data:`STILL` registration pixels
+    there: the frame did not move, and the full-size level, most of the cost, could only refine that
+    within the accuracy asked; else None), and the run for :func:`estimate_warp` to take on at full
+    size (None when the frame did not move or ECC failed)."""
+    finest = len(pair.template) - 1
     try:
-        _, warp, cc = _ecc_pyramid(shrink(template), shrink(image), *masks, [np.eye(3)], "translation")
-    except ValueError:
-        return None
-    shift = 2 * math.hypot(warp[0, 2], warp[1, 2])
-    return float(cc) if shift < STILL and cc >= MIN_CORRELATION else None
-
-
-def _ecc_pyramid(
-    template: np.ndarray,
-    image: np.ndarray,
-    t_mask: np.ndarray,
-    i_mask: np.ndarray,
-    starts: list[np.ndarray],
-    model: str,
-    levels: int | None = None,
-    gradient: np.ndarray | None = None,
-) -> tuple[float, np.ndarray, float]:
-    """ECC coarse to fine (``levels``: all down to ~COARSE_SIDE by default) from each start ->
-    (residual, warp, correlation) of the best result."""
-    h, w = template.shape
-    levels = levels or _levels(h, w)
-    t_pyr, i_pyr = _pyramid(template, levels), _pyramid(image, levels)
-    # masks: a pixel is valid at a coarser level only if all the pixels it averages are
-    tm_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(t_mask.astype(np.float32), levels)]
-    im_pyr = [(m > 0.999).astype(np.uint8) for m in _pyramid(i_mask.astype(np.float32), levels)]
-    motion = {
-        "translation": cv2.MOTION_TRANSLATION,
-        "euclidean": cv2.MOTION_EUCLIDEAN,
-        "homography": cv2.MOTION_HOMOGRAPHY,
-    }[model]
-    # ECC stops when its update is under eps (warp parameters: pixels for a translation); coarser
-    # levels only give the next a start. Fine/coarse 1e-5/1e-4 cost 2x the ECC time of 1e-4/1e-3 for
-    # the same benchmark error; 1e-3/1e-3 a third less again (bench/profile_folder.py: opening a 1 MP
-    # JPEG bracket 0.43 -> 0.26 s) with the same errors and real brackets' scores; 1e-3/1e-2 lost a
-    # 50 px handheld frame of a real bracket (the coarse levels must converge).
-    fine = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, ECC_EPS)
-    coarse = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, ECC_COARSE_EPS)
-    results, error = [], None
-    for start in starts:
-        warp, cc = start, 0.0
-        try:
-            for level, (t, i, tm, im) in enumerate(zip(t_pyr, i_pyr, tm_pyr, im_pyr)):
-                previous = (w, h) if level == 0 else (t_pyr[level - 1].shape[1], t_pyr[level - 1].shape[0])
-                warp = _scale_warp(warp, t.shape[1] / previous[0], t.shape[0] / previous[1])  # starts are at full size
-                if (tm & im).sum() < 64:
-                    continue
-                affine = model != "homography"
-                guess = (warp[:2] if affine else warp).astype(np.float32)
-                # Masks for the translation; rigid and projective refinements went astray with them
-                # on plain scenes (OpenCV 5.0) and are run on the clamped images alone.
-                criteria = fine if level == len(t_pyr) - 1 else coarse
-                cc, found = (
-                    _ecc(t, i, tm, im, guess, motion, criteria)
-                    if model == "translation"
-                    else _ecc(t, i, None, None, guess, motion, criteria)
-                )
-                warp = np.vstack([found, [0.0, 0.0, 1.0]]) if affine else found.astype(np.float64)
-        except cv2.error as e:
-            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
-            continue
-        if model == "translation" and min(_max_displacement(warp @ np.linalg.inv(s), h, w) for s in starts) > WANDER:
-            # a textured moving object or a plain scene pulled it away
-            error = f"ECC wandered over {WANDER:g} px from every start"
-            continue
-        results.append((_residual(template, image, t_mask, i_mask, warp, gradient), warp, cc))
-    if not results:
-        raise ValueError(error or "ECC did not converge")
-    return min(results, key=lambda r: r[0])  # residual on the masks given: callers compare on their own
+        warp, cc = _ecc_levels(pair, np.eye(3), "translation", range(finest))
+    except cv2.error:
+        return None, None
+    if finest > 0 and math.hypot(warp[0, 2], warp[1, 2]) < STILL and cc >= MIN_CORRELATION:
+        return cc, None
+    return None, (np.eye(3), warp, cc)
 
 
 def _gradient(template: np.ndarray) -> np.ndarray:
@@ -509,15 +563,13 @@ def align_stack(
     for k in range(1, len(frames)):
         shrunk[k] = _shrink_stack(frames, k, size, summaries)
         try:
-            template, image, t_mask, i_mask = _registration_pair(
-                shrunk[previous], ratios[previous], shrunk[k], ratios[k]
-            )
-            still = _still(template, image, t_mask, i_mask) if mode == "translation" else None
+            pair = _Pair.of(*_registration_pair(shrunk[previous], ratios[previous], shrunk[k], ratios[k]))
+            still, run = _still(pair) if mode == "translation" else (None, None)
             if still is not None:
                 motions.append(FrameMotion(k, "static", correlation=still, reason=STILL_REASON))
                 previous = k
                 continue
-            warp, cc = estimate_warp(template, image, t_mask, i_mask, mode)
+            warp, cc = estimate_warp(pair, mode, run)
             warp = _scale_warp(warp, w / size[0], h / size[1])
         except ValueError as e:
             motions.append(FrameMotion(k, "unaligned", reason=str(e)))
