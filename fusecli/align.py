@@ -269,6 +269,11 @@ def _ecc_levels(pair: _Pair, warp: np.ndarray, model: str, levels: range, cc: fl
 Run = tuple[np.ndarray, np.ndarray, float]
 
 
+def _failure(e: cv2.error) -> str:
+    """A frame's reason when ECC raised ``e``."""
+    return "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+
+
 def _ecc_pyramid(
     pair: _Pair,
     starts: list[np.ndarray],
@@ -291,7 +296,7 @@ def _ecc_pyramid(
         try:
             runs.append((start, *_ecc_levels(pair, start, model, range(first, finest))))
         except cv2.error as e:
-            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+            error = _failure(e)
     distinct: list[Run] = []
     for run in runs:
         if all(_max_displacement(run[1] @ np.linalg.inv(d[1]), h, w) >= SAME_WARP for d in distinct):
@@ -302,7 +307,7 @@ def _ecc_pyramid(
         try:
             warp, cc = _ecc_levels(pair, warp, model, range(finest, finest + 1), cc)
         except cv2.error as e:
-            error = "ECC diverged" if "Iterations" in str(e) else "ECC failed"
+            error = _failure(e)
             continue
         if (
             model == "translation"
