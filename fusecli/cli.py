@@ -18,7 +18,7 @@ from fusecli import __version__
 from fusecli import options as opt
 from fusecli.console import JSON_SCHEMA
 from fusecli.errors import FuseError
-from fusecli.runtime import keep_freed_memory, passive_openmp_threads
+from fusecli.runtime import keep_freed_memory, library_defaults
 
 app = typer.Typer(
     help="HDR fusion of exposure brackets (camera RAW or TIFF/PNG/JPEG stacks) with a learned fusion network.",
@@ -341,7 +341,7 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a traceback
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    passive_openmp_threads()
+    library_defaults()
     keep_freed_memory()
     app()
 

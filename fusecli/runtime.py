@@ -53,12 +53,26 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def passive_openmp_threads() -> None:
-    """Let PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the thread that
-    decodes the next stack gets a core (fuse on 24 MP stacks: 0.43-0.48 s per stack against
-    0.49-0.58 s spinning; bench/README.md). Must run before torch is imported; an OMP_WAIT_POLICY
-    that the user set is kept."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: What the native libraries read from the environment when they load (a value the user set is kept).
+LIBRARY_DEFAULTS = {
+    # PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the thread that decodes
+    # the next stack gets a core (fuse on 24 MP stacks: 0.43-0.48 s per stack against 0.49-0.58 s
+    # spinning; bench/README.md)
+    "OMP_WAIT_POLICY": "PASSIVE",
+    # NumPy asks the kernel for transparent huge pages for every array of 4 MiB and more; under the
+    # kernel's default defrag setting ("madvise") the first touch of such memory waits for memory
+    # compaction. Ten 12 MP TIFF stacks spent 3.9-5.3 s of system time in a fuse of 11-12 s, 1.4-1.7 s
+    # without; a 24 MP DNG folder's command 1.32-1.34 -> 0.92-0.95 s per stack (bench/README.md)
+    "NUMPY_MADVISE_HUGEPAGE": "0",
+}
+
+
+def library_defaults() -> None:
+    """Put :data:`LIBRARY_DEFAULTS` that the user has not set into this process's environment. Must run
+    before numpy and torch are imported (they read them when they load): the CLI's entry point and
+    the benchmarks' common module call it first."""
+    for name, value in LIBRARY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def pick_device(name: str):

@@ -102,6 +102,25 @@ def test_installed_command_runs_as_a_subprocess():
     assert len(json.loads(proc.stdout)["stacks"]) == 3
 
 
+def test_native_library_defaults_are_set_before_numpy_and_torch_load():
+    # numpy and torch read them when they load: the CLI module must not load them before main() sets
+    # them; a value the user set is kept (here OMP_WAIT_POLICY), the others take fusecli's defaults
+    script = (
+        "import os, sys\n"
+        "os.environ.pop('NUMPY_MADVISE_HUGEPAGE', None)\n"
+        "os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n"
+        "import fusecli.cli\n"
+        "print('numpy' in sys.modules, 'torch' in sys.modules)\n"
+        "fusecli.runtime.library_defaults()\n"
+        "import numpy as np\n"
+        "print(os.environ['OMP_WAIT_POLICY'], np._core.multiarray._set_madvise_hugepage(True))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # the second False: numpy started with its huge-page advice off (it returns the previous setting)
+    assert proc.stdout.split() == ["False", "False", "ACTIVE", "False"]
+
+
 def test_help_follows_typer_and_click_conventions():
     short = runner.invoke(app, ["fuse", "-h"])
     assert short.exit_code == 0 and "--max-memory" in short.stdout
