@@ -11,19 +11,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
-
-from fusecli.discover import discover  # noqa: E402
-from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.report import display_rgb  # noqa: E402
-from fusecli.stack import load_stack, register  # noqa: E402
-from fusecli.synth import SynthConfig, synthesise  # noqa: E402
+from fusecli.discover import discover
+from fusecli.fuse import fuse_stack
+from fusecli.model import load_model
+from fusecli.report import display_rgb
+from fusecli.stack import load_stack, register
+from fusecli.synth import SynthConfig, synthesise
 
 CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
 
@@ -32,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "align.jpg")
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     if not CANNON.exists():
         sys.exit(f"{CANNON} is absent: this picture needs ../shared beside the checkout")
     model = load_model()[0]

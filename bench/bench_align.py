@@ -28,27 +28,24 @@ import math
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
 import tifffile
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
-
-from fusecli import align  # noqa: E402
-from fusecli.discover import discover  # noqa: E402
-from fusecli.evaluate import Case, Prediction, score  # noqa: E402
-from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.losses import LossConfig  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import load_stack, register  # noqa: E402
-from fusecli.synth import SynthConfig, synthesise  # noqa: E402
+from fusecli import align
+from fusecli.discover import discover
+from fusecli.evaluate import Case, Prediction, score
+from fusecli.fuse import fuse_stack
+from fusecli.losses import LossConfig
+from fusecli.model import load_model
+from fusecli.stack import load_stack, register
+from fusecli.synth import SynthConfig, synthesise
 
 CANNON = Path(__file__).resolve().parents[2] / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
 SETS = {
@@ -125,7 +122,7 @@ def main() -> None:
     ap.add_argument("--registration-only", action="store_true", help="the registration table alone")
     a = ap.parse_args()
     width, height = map(int, a.size.split("x"))
-    print(describe())
+    print(common.describe())
     model, sidecar = load_model()
     loss = LossConfig(**sidecar["loss"])
     device = torch.device("cpu")

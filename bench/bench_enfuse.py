@@ -1,6 +1,6 @@
 """End to end against enfuse: a folder of ten 3-frame 12 MP stacks as 16-bit TIFF, fused by
 ``fusecli fuse`` (16-bit TIFF out) and by ``enfuse -d 16`` (2 OpenMP threads), each as its own
-process from a cold start: wall time and peak RSS.
+process from a cold start: wall time, peak RSS, and the CPU time in user and system mode.
 
     python bench/bench_enfuse.py [--stacks 10] [--megapixels 12] [--repeat 1]
 
@@ -22,15 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 import tifffile
+from bench_mertens import RATIOS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mertens import RATIOS  # noqa: E402
-from common import child_env, describe  # noqa: E402
-
-from fusecli.colour import linear_to_srgb  # noqa: E402
-from fusecli.synth import procedural_scene  # noqa: E402
+from fusecli.colour import linear_to_srgb
+from fusecli.synth import procedural_scene
 
 FUSECLI = [sys.executable, "-m", "fusecli"]
 
@@ -58,17 +56,18 @@ def write_stacks(root: Path, count: int, megapixels: float) -> list[list[Path]]:
     return stacks
 
 
-def run_measured(commands: list[list[str]], env: dict) -> tuple[float, float]:
-    """Run commands one after another -> (wall seconds, peak RSS GiB of the largest process)."""
-    peak = 0
+def run_measured(commands: list[list[str]], env: dict) -> tuple[float, float, float, float]:
+    """Run commands one after another -> (wall seconds, peak RSS GiB of the largest process, user and
+    system CPU seconds of them all)."""
+    peak, user, system = 0, 0.0, 0.0
     t0 = time.perf_counter()
     for cmd in commands:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         if status != 0:
             raise SystemExit(f"{' '.join(cmd[:4])}... failed: {proc.stderr.read().decode()[-500:]}")
-        peak = max(peak, usage.ru_maxrss)
-    return time.perf_counter() - t0, peak / 2**20
+        peak, user, system = max(peak, usage.ru_maxrss), user + usage.ru_utime, system + usage.ru_stime
+    return time.perf_counter() - t0, peak / 2**20, user, system
 
 
 def main() -> None:
@@ -77,9 +76,9 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=12.0)
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     enfuse = shutil.which("enfuse")
-    env = child_env(OMP_NUM_THREADS="2")
+    env = common.child_env(OMP_NUM_THREADS="2")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stacks = write_stacks(root / "in", a.stacks, a.megapixels)
@@ -113,11 +112,16 @@ def main() -> None:
         results = {}
         for name, cmds in rows:
             runs = [run_measured(cmds, env) for _ in range(a.repeat)]
-            results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+            results[name] = (
+                statistics.median(r[0] for r in runs),
+                max(r[1] for r in runs),
+                statistics.median(r[2] for r in runs),
+                statistics.median(r[3] for r in runs),
+            )
     print(f"{a.stacks} stacks x 3 frames x {a.megapixels:g} MP, 16-bit TIFF in and out; median of {a.repeat} run(s)")
-    print(f"{'tool':<16}{'wall s':>10}{'s/stack':>10}{'peak RSS GiB':>14}")
-    for name, (wall, rss) in results.items():
-        print(f"{name:<16}{wall:>10.2f}{wall / a.stacks:>10.2f}{rss:>14.2f}")
+    print(f"{'tool':<16}{'wall s':>10}{'s/stack':>10}{'peak RSS GiB':>14}{'user s':>9}{'system s':>10}")
+    for name, (wall, rss, user, system) in results.items():
+        print(f"{name:<16}{wall:>10.2f}{wall / a.stacks:>10.2f}{rss:>14.2f}{user:>9.2f}{system:>10.2f}")
     if enfuse:
         print(f"fusecli is {results['enfuse -d 16'][0] / results['fusecli fuse'][0]:.1f}x faster than enfuse")
     else:

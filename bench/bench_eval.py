@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import child_env, describe  # noqa: E402
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +35,8 @@ def main() -> None:
     ap.add_argument("--size", default="768x512")
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
-    print(describe())
-    env = child_env()
+    print(common.describe())
+    env = common.child_env()
     cli = [sys.executable, "-m", "fusecli"]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"

@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import child_env, describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BRACKETS = ROOT.parent / "shared" / "data" / "brackets"
@@ -109,8 +107,8 @@ def main() -> None:
     ap = folder_arguments(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     a = parse_folder_arguments(ap)
-    print(describe())
-    env = child_env()
+    print(common.describe())
+    env = common.child_env()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
         n = make_folder(a.brackets, src, a.stacks, a.megapixels)

@@ -23,20 +23,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import common
 import numpy as np
 import rawpy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import child_env, describe, median_seconds  # noqa: E402
-
-from fusecli.discover import discover  # noqa: E402
-from fusecli.fuse import default_jobs, fuse_sources  # noqa: E402
-from fusecli.io.dng import Exposure, write_dng  # noqa: E402
-from fusecli.io.raw import CameraInfo  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.outputs import OutputOptions  # noqa: E402
-from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
-from fusecli.stack import StackOptions  # noqa: E402
+from fusecli.discover import discover
+from fusecli.fuse import default_jobs, fuse_sources
+from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.raw import CameraInfo
+from fusecli.model import load_model
+from fusecli.outputs import OutputOptions
+from fusecli.runtime import keep_freed_memory, pick_device
+from fusecli.stack import StackOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -68,7 +66,7 @@ def main() -> None:
     keep_freed_memory()
     device = pick_device("auto")
     model = load_model(None, device)[0]
-    print(describe())
+    print(common.describe())
     a.jobs = a.jobs or default_jobs()
     print(
         f"fuse --align {a.align} (deghost on), {a.jobs} stack(s) opened at once; median of {a.repeat} "
@@ -96,11 +94,11 @@ def main() -> None:
                         raw.raw_image_visible.copy()
 
             warmup = 0 if a.repeat == 1 else 1
-            t_fuse = median_seconds(run, a.repeat, warmup=warmup) / len(sources)
-            t_decode = median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
+            t_fuse = common.median_seconds(run, a.repeat, warmup=warmup) / len(sources)
+            t_decode = common.median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
             print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x")
             if a.cli and folder == big:
-                env = child_env()
+                env = common.child_env()
                 t0 = time.perf_counter()
                 proc = subprocess.Popen(
                     [

@@ -28,21 +28,17 @@ without CUDA it times the CPU (a check of the script).
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import common
 import numpy as np
+import torch
+from bench_mertens import RATIOS, stack
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from bench_mertens import RATIOS, stack  # noqa: E402
-from common import describe, median_seconds  # noqa: E402
-
-from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
-from fusecli.stack import Stack, frame_buffer  # noqa: E402
+from fusecli.fuse import fuse_stack
+from fusecli.model import load_model
+from fusecli.runtime import keep_freed_memory, pick_device
+from fusecli.stack import Stack, frame_buffer
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,7 +48,7 @@ def copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
     x = torch.rand(int(gib * 2**30) // 4, device=device)
     y = torch.empty_like(x)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    t = median_seconds(lambda: y.copy_(x), 10, warmup=2, sync=sync)
+    t = common.median_seconds(lambda: y.copy_(x), 10, warmup=2, sync=sync)
     return 2 * x.numel() * 4 / t / 1e9
 
 
@@ -69,14 +65,17 @@ def layouts(megapixels: float) -> dict[str, np.ndarray]:
 def copies(frames: np.ndarray, device: torch.device, repeat: int, sync) -> list[tuple[str, float]]:
     """(what, seconds) of the copies in and out and of the floor, for one (K, C, H, W) stack."""
     rows = [
-        ("copy in: float32, pageable", median_seconds(lambda: torch.from_numpy(frames).to(device), repeat, sync=sync))
+        (
+            "copy in: float32, pageable",
+            common.median_seconds(lambda: torch.from_numpy(frames).to(device), repeat, sync=sync),
+        )
     ]
     if device.type == "cuda":
         pinned = torch.from_numpy(frames).pin_memory()
         rows.append(
             (
                 "copy in: float32, pinned",
-                median_seconds(lambda: pinned.to(device, non_blocking=True), repeat, sync=sync),
+                common.median_seconds(lambda: pinned.to(device, non_blocking=True), repeat, sync=sync),
             )
         )
         ints = torch.from_numpy((frames * 65535 + 0.5).astype(np.uint16)).pin_memory()
@@ -84,10 +83,10 @@ def copies(frames: np.ndarray, device: torch.device, repeat: int, sync) -> list[
         def ints_in() -> None:
             ints.to(device, non_blocking=True).float().mul_(1 / 65535)
 
-        rows.append(("copy in: uint16, pinned, to float there", median_seconds(ints_in, repeat, sync=sync)))
+        rows.append(("copy in: uint16, pinned, to float there", common.median_seconds(ints_in, repeat, sync=sync)))
     on_device = torch.from_numpy(frames).to(device)
     out = torch.empty(frames.shape[1:], device=device)
-    rows.append(("copy out: float32 result, pageable", median_seconds(lambda: out.cpu(), repeat, sync=sync)))
+    rows.append(("copy out: float32 result, pageable", common.median_seconds(lambda: out.cpu(), repeat, sync=sync)))
 
     def added() -> None:
         total = on_device[0] + on_device[1]
@@ -96,7 +95,8 @@ def copies(frames: np.ndarray, device: torch.device, repeat: int, sync) -> list[
 
     # the faster of the two (on the CPU the sum's reduction ran at a third of memory speed: bench/README.md)
     floor = min(
-        median_seconds(lambda: on_device.sum(dim=0), repeat, sync=sync), median_seconds(added, repeat, sync=sync)
+        common.median_seconds(lambda: on_device.sum(dim=0), repeat, sync=sync),
+        common.median_seconds(added, repeat, sync=sync),
     )
     rows.append(("floor: one read of the frames + one write", floor))
     return rows
@@ -132,7 +132,7 @@ def on_device(model, frames: np.ndarray, device: torch.device, repeat: int, sync
         model._detail = timed_detail
         detail_times.clear()
         try:
-            rows.append((f"on device: model, {name}", median_seconds(forward, repeat, sync=sync)))
+            rows.append((f"on device: model, {name}", common.median_seconds(forward, repeat, sync=sync)))
         finally:
             model._detail = detail
         if len(detail_times) > 1:
@@ -162,7 +162,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else None
     model = load_model(None, device)[0]
-    print(describe())
+    print(common.describe())
     if cuda:
         print(f"device copy: {copy_bandwidth(device):.0f} GB/s (read + write)")
     print(f"median of {a.repeat} runs after one warm-up; MP/s = fused output megapixels per second")
@@ -177,7 +177,9 @@ def main() -> None:
                 buffer = frame_buffer(frames.shape, memory == "page-locked")  # as fuse decodes for CUDA
                 buffer[:] = frames
                 st = Stack(label, buffer, (), RATIOS, "user", kind, "linear")
-                t = median_seconds(lambda st=st: fuse_stack(model, st, device, keep_weights=False), a.repeat, sync=sync)
+                t = common.median_seconds(
+                    lambda st=st: fuse_stack(model, st, device, keep_weights=False), a.repeat, sync=sync
+                )
                 rows.append((f"host->host: fuse_stack, {memory} frames", t))
                 del st, buffer
             rows += copies(frames, device, a.repeat, sync)

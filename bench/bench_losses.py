@@ -10,15 +10,12 @@ allocator behaviour (see fusecli/runtime.py) to show what it costs.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe, median_seconds  # noqa: E402
+import common
+import torch
 
-from fusecli.losses import FusionLoss  # noqa: E402
-from fusecli.runtime import keep_freed_memory  # noqa: E402
+from fusecli.losses import FusionLoss
+from fusecli.runtime import keep_freed_memory
 
 
 def run(batch: int, size: int, k: int, cw: int, device: str, repeat: int, loss_only: bool) -> float:
@@ -42,7 +39,7 @@ def run(batch: int, size: int, k: int, cw: int, device: str, repeat: int, loss_o
         logits.grad = weights.grad = fused.grad = None
 
     # two warm-up runs: the heap grows to its working size
-    return median_seconds(step, repeat, warmup=2, sync=torch.cuda.synchronize if device == "cuda" else None)
+    return common.median_seconds(step, repeat, warmup=2, sync=torch.cuda.synchronize if device == "cuda" else None)
 
 
 def main() -> None:
@@ -55,7 +52,7 @@ def main() -> None:
     ap.add_argument("--system-malloc", action="store_true", help="do not call keep_freed_memory()")
     a = ap.parse_args()
     allocator = "glibc default" if a.system_malloc else f"keep_freed_memory()={keep_freed_memory()}"
-    print(describe())
+    print(common.describe())
     print(
         f"loss forward+backward, batch {a.batch} x 4 x {a.size} x {a.size}, K = {a.frames}, device "
         f"{a.device}, allocator {allocator}"

@@ -20,21 +20,17 @@ a third of the memory's speed here: 110-120 ms at 12 MP against 24-52 ms for the
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import common
 import cv2
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe, median_seconds  # noqa: E402
-
-from fusecli.fuse import MAX_MEMORY_GIB, band_rows  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.runtime import keep_freed_memory, pick_device  # noqa: E402
-from fusecli.synth import procedural_scene  # noqa: E402
+from fusecli.fuse import MAX_MEMORY_GIB, band_rows
+from fusecli.model import load_model
+from fusecli.runtime import keep_freed_memory, pick_device
+from fusecli.synth import procedural_scene
 
 RATIOS = (1.0, 0.25, 0.0625)
 
@@ -60,7 +56,7 @@ def main() -> None:
     device = pick_device(a.device)
     model = load_model(None, device)[0]
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    print(describe())
+    print(common.describe())
     print(f"fusecli on {device}; median of {a.repeat} runs after one warm-up")
     print(
         f"{'stack':<22}{'fusecli s':>11}{'Mertens s':>11}{'speed-up':>10}{'full-res s':>12}{'floor s':>9}{'ratio':>7}"
@@ -104,10 +100,12 @@ def main() -> None:
                 out.add_(tensor[:, k])
 
         stage.clear()
-        t_ours = median_seconds(ours, a.repeat, sync=sync)
+        t_ours = common.median_seconds(ours, a.repeat, sync=sync)
         t_detail = statistics.median(stage["full-res"][1:]) if "full-res" in stage else 0.0
-        t_floor = min(median_seconds(reduce, a.repeat, sync=sync), median_seconds(add, a.repeat, sync=sync))
-        t_theirs = median_seconds(theirs, a.repeat)
+        t_floor = min(
+            common.median_seconds(reduce, a.repeat, sync=sync), common.median_seconds(add, a.repeat, sync=sync)
+        )
+        t_theirs = common.median_seconds(theirs, a.repeat)
         h, w = frames.shape[-2:]
         print(
             f"{f'{h * w / 1e6:.1f} MP x 3 frames':<22}{t_ours:>11.3f}{t_theirs:>11.3f}{t_theirs / t_ours:>9.1f}x"

@@ -7,19 +7,16 @@ The DNG is synthesised into a temporary folder (uncompressed 14-bit, as many cam
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
+import common
 import numpy as np
 import rawpy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, median_seconds  # noqa: E402
-
-from fusecli.io.dng import Exposure, write_dng  # noqa: E402
-from fusecli.io.raw import CameraInfo, probe_raw, read_raw  # noqa: E402
-from fusecli.runtime import keep_freed_memory  # noqa: E402
+from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.raw import CameraInfo, probe_raw, read_raw
+from fusecli.runtime import keep_freed_memory
 
 
 def main() -> None:
@@ -30,7 +27,7 @@ def main() -> None:
     keep_freed_memory()
     h = int(round((a.megapixels * 1e6 / 1.5) ** 0.5 / 2)) * 2
     w = int(round(h * 1.5 / 2)) * 2
-    print(describe())
+    print(common.describe())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frame.dng"
         mosaic = np.random.default_rng(0).integers(2048, 16000, (h, w)).astype(np.uint16)
@@ -42,9 +39,9 @@ def main() -> None:
             with rawpy.imread(str(path)) as raw:
                 raw.raw_image_visible.copy()
 
-        t_rawpy = median_seconds(rawpy_only, a.repeat)
-        t_fusecli = median_seconds(lambda: read_raw(path), a.repeat)
-        t_probe = median_seconds(lambda: probe_raw(path), a.repeat)
+        t_rawpy = common.median_seconds(rawpy_only, a.repeat)
+        t_fusecli = common.median_seconds(lambda: read_raw(path), a.repeat)
+        t_probe = common.median_seconds(lambda: probe_raw(path), a.repeat)
     print(f"DNG {w}x{h} ({w * h / 1e6:.1f} MP, {size_mb:.0f} MB, uncompressed 16-bit container), median of {a.repeat}")
     print(f"{'step':<44}{'seconds':>9}")
     print(f"{'rawpy open + unpack + copy of the mosaic':<44}{t_rawpy:>9.3f}")

@@ -12,16 +12,14 @@ On CUDA it also prints the GPU's utilisation over those steps (NVML, through tor
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
+import common
+import torch
 
-from fusecli.runtime import keep_freed_memory  # noqa: E402
-from fusecli.train import TrainConfig, apply_overrides, train  # noqa: E402
+from fusecli.runtime import keep_freed_memory
+from fusecli.train import TrainConfig, apply_overrides, train
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default.toml"
 WARMUP = 10
@@ -34,7 +32,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args()
     keep_freed_memory()
-    print(describe())
+    print(common.describe())
     cfg = TrainConfig.from_toml(DEFAULT)
     sets = [
         f"steps={a.steps + WARMUP}",

@@ -1,13 +1,17 @@
-"""What the benchmarks share: the machine line they print first, and a median timer."""
+"""What the benchmarks share: the environment that numpy and torch read when they load, set as the
+CLI sets it (so every benchmark imports this module first: pyproject.toml's isort settings put it
+there), the machine line they print first, a median timer and the environment of child processes."""
 
 import os
 import platform
 import statistics
 import time
 
-from fusecli.runtime import passive_openmp_threads, usable_cores
+from fusecli.runtime import library_defaults, usable_cores
 
-passive_openmp_threads()  # as the CLI does, before torch is imported
+#: The environment as the user gave it: comparators (MergeMertens, enfuse) run in it, as users run them.
+USER_ENV = dict(os.environ)
+library_defaults()  # as the CLI does, before numpy and torch load
 import torch  # noqa: E402
 
 
@@ -48,8 +52,9 @@ def median_seconds(fn, repeat: int, warmup: int = 1, sync=None) -> float:
 
 
 def child_env(**extra: str) -> dict:
-    """The environment of a ``python -m fusecli`` child process: this checkout first on PYTHONPATH,
-    then whatever PYTHONPATH already held (packages installed there by path, as on a lent GPU
-    machine), and ``extra``."""
+    """The environment of a child process, fusecli's or a comparator's: the user's (:data:`USER_ENV`:
+    fusecli's entry point sets its own defaults, as it does for a user), this checkout first on
+    PYTHONPATH, then whatever PYTHONPATH already held (packages installed there by path, as on a
+    lent GPU machine), and ``extra``."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])), **extra)
+    return dict(USER_ENV, PYTHONPATH=os.pathsep.join(filter(None, [root, USER_ENV.get("PYTHONPATH")])), **extra)

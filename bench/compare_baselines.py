@@ -19,18 +19,16 @@ import statistics
 import sys
 from pathlib import Path
 
+import common
 import tomllib
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
-
-from fusecli.discover import discover  # noqa: E402
-from fusecli.evaluate import EvalOptions, evaluate_sources, method_names  # noqa: E402
-from fusecli.losses import LossConfig  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import StackOptions  # noqa: E402
-from fusecli.synth import DisplayConfig, SynthConfig, synthesise  # noqa: E402
+from fusecli.discover import discover
+from fusecli.evaluate import EvalOptions, evaluate_sources, method_names
+from fusecli.losses import LossConfig
+from fusecli.model import load_model
+from fusecli.stack import StackOptions
+from fusecli.synth import DisplayConfig, SynthConfig, synthesise
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNON = ROOT.parent / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
@@ -65,7 +63,7 @@ def main() -> None:
     ap.add_argument("--stacks", type=Path, default=ROOT / "out" / "heldout")
     ap.add_argument("--seed", type=int, default=20000)
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     if not (a.stacks / "raw").is_dir():
         write_stacks(a.stacks, a.seed)
     model, sidecar = load_model(a.model)

@@ -8,15 +8,12 @@ Prints the compile time (the first call, a cold cache) and the median time per s
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe, median_seconds  # noqa: E402
+import common
+import torch
 
-from fusecli.model import FuseNet, _interp_rows  # noqa: E402
+from fusecli.model import FuseNet, _interp_rows
 
 
 def columns(width: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,7 +36,7 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=12.0)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     h = int(round((a.megapixels * 1e6 * 3 / 4) ** 0.5))
     w = int(round(h * 4 / 3))
     hb, wb = round(h * 800 / w), 800
@@ -73,7 +70,7 @@ def main() -> None:
             ("the expression, compiled", lambda: banded(compiled)),
             ("fusecli's pass (FuseNet._detail)", lambda: model._detail(frames, coef, low, None, None)),
         ):
-            print(f"{name:<36}{median_seconds(fn, a.repeat):.3f} s")
+            print(f"{name:<36}{common.median_seconds(fn, a.repeat):.3f} s")
 
 
 if __name__ == "__main__":

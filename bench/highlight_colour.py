@@ -9,19 +9,16 @@ the two green planes. Medians over those pixels; "l1" is the mean absolute error
 """
 
 import argparse
-import sys
 from pathlib import Path
 
+import common
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
-
-from fusecli.discover import discover  # noqa: E402
-from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import load_stack  # noqa: E402
+from fusecli.discover import discover
+from fusecli.fuse import fuse_stack
+from fusecli.model import load_model
+from fusecli.stack import load_stack
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -31,7 +28,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model files (default: the bundled one)")
     ap.add_argument("--stacks", type=Path, default=SAMPLES)
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     print(f"{'model':<24}{'stack':<16}{'pixels':>8}{'R/G fused':>11}{'label':>7}{'B/G fused':>11}{'label':>7}{'l1':>8}")
     for path in a.model:
         model, sidecar = load_model(path)

@@ -14,15 +14,12 @@ not depend on their values.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe, median_seconds  # noqa: E402
+import common
+import torch
 
-from fusecli.blend import area_down  # noqa: E402
-from fusecli.model import detail_rows  # noqa: E402
+from fusecli.blend import area_down
+from fusecli.model import detail_rows
 
 SCALE = 1 / 65535
 
@@ -54,7 +51,7 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=12.0)
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    print(describe())
+    print(common.describe())
     h = int(round((a.megapixels * 1e6 * 3 / 4) ** 0.5))
     w = int(round(h * 4 / 3))
     torch.manual_seed(0)
@@ -67,19 +64,19 @@ def main() -> None:
     with torch.inference_mode():
         timings = {
             "read (sum over frames)": (
-                median_seconds(lambda: f32.sum(dim=1), a.repeat),
-                median_seconds(lambda: u16.sum(dim=1, dtype=torch.float32), a.repeat),
+                common.median_seconds(lambda: f32.sum(dim=1), a.repeat),
+                common.median_seconds(lambda: u16.sum(dim=1, dtype=torch.float32), a.repeat),
                 None,
             ),
             f"area-down (factor {factor})": (
-                median_seconds(lambda: area_down(f32.flatten(0, 1), factor), a.repeat),
-                median_seconds(lambda: area_down_u16(u16.flatten(0, 1), factor, band), a.repeat),
+                common.median_seconds(lambda: area_down(f32.flatten(0, 1), factor), a.repeat),
+                common.median_seconds(lambda: area_down_u16(u16.flatten(0, 1), factor, band), a.repeat),
                 None,
             ),
             f"detail (bands of {rows} rows)": (
-                median_seconds(lambda: detail(f32, weights, rows, False), a.repeat),
-                median_seconds(lambda: detail(u16, weights, rows, True), a.repeat),
-                median_seconds(lambda: detail(u16, weights, rows, False), a.repeat),
+                common.median_seconds(lambda: detail(f32, weights, rows, False), a.repeat),
+                common.median_seconds(lambda: detail(u16, weights, rows, True), a.repeat),
+                common.median_seconds(lambda: detail(u16, weights, rows, False), a.repeat),
             ),
         }
     mib = f"float32 {f32.nbytes / 2**20:.0f} MiB, uint16 {u16.nbytes / 2**20:.0f} MiB"

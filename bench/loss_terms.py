@@ -6,7 +6,7 @@ For each stack: the 1/1 frame alone (all weight on frame 0), the darkest frame a
 weights. Prints each raw term and its weighted contribution to the total under the defaults.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import torch
@@ -17,7 +17,9 @@ from fusecli.stack import load_stack
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]] or [Path(__file__).resolve().parents[1] / "samples"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="*", type=Path, help="stack folders (default: samples/)")
+    paths = ap.parse_args().folders or [Path(__file__).resolve().parents[1] / "samples"]
     cfg = LossConfig()
     scale = {
         "l1": 1,

@@ -14,14 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from bench_mertens import RATIOS, stack  # noqa: E402
-from common import describe, median_seconds  # noqa: E402
+import common
+import numpy as np
+import torch
+from bench_mertens import RATIOS, stack
 
-from fusecli.model import _interp_rows, load_model  # noqa: E402
-from fusecli.runtime import keep_freed_memory  # noqa: E402
+from fusecli.model import _interp_rows, load_model
+from fusecli.runtime import keep_freed_memory
 
 KERNEL = """
 import numpy as np
@@ -66,7 +65,7 @@ def main() -> None:
         print("numba is not installed (pip install numba): nothing to measure")
         return
     keep_freed_memory()
-    print(describe())
+    print(common.describe())
     cache = Path.home() / ".cache" / "fusecli-bench"
     cache.mkdir(parents=True, exist_ok=True)
     source = cache / "numba_detail_kernel.py"
@@ -75,7 +74,7 @@ def main() -> None:
     sys.path.insert(0, str(cache))
     from numba_detail_kernel import detail_pass
 
-    t_import = time.perf_counter() - t0  # (describe() and the file write included: a few ms)
+    t_import = time.perf_counter() - t0  # (common.describe() and the file write included: a few ms)
 
     model = load_model()[0]
     frames = torch.from_numpy(stack(a.megapixels))[None]
@@ -98,10 +97,10 @@ def main() -> None:
     t0 = time.perf_counter()
     detail_pass(f, coef, low, *ys, *xs, out)
     t_first = time.perf_counter() - t0
-    t_numba = median_seconds(lambda: detail_pass(f, coef, low, *ys, *xs, out), a.repeat)
+    t_numba = common.median_seconds(lambda: detail_pass(f, coef, low, *ys, *xs, out), a.repeat)
     with torch.inference_mode():
-        t_torch = median_seconds(lambda: detail(maps["frames"], maps["coef"], maps["low"], None, None), a.repeat)
-        t_floor = median_seconds(
+        t_torch = common.median_seconds(lambda: detail(maps["frames"], maps["coef"], maps["low"], None, None), a.repeat)
+        t_floor = common.median_seconds(
             lambda: (maps["frames"][:, 0] + maps["frames"][:, 1]).add_(maps["frames"][:, 2]), a.repeat
         )
     print(f"{h * w / 1e6:.1f} MP x {k} frames; seconds (median of {a.repeat})")

@@ -9,18 +9,15 @@ The frame is the brightest of bench_mertens.py's synthesised 3-frame stack (RGB 
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_mertens import stack  # noqa: E402
-from common import describe, median_seconds  # noqa: E402
+import common
+import cv2
+import numpy as np
+from bench_mertens import stack
 
-from fusecli import align  # noqa: E402
-from fusecli.deghost import _quantiles  # noqa: E402
-from fusecli.runtime import keep_freed_memory  # noqa: E402
+from fusecli import align
+from fusecli.deghost import _quantiles
+from fusecli.runtime import keep_freed_memory
 
 
 def main() -> None:
@@ -29,7 +26,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     keep_freed_memory()
-    print(describe())
+    print(common.describe())
     frames = stack(a.megapixels)
     frame = frames[0]
     h, w = frame.shape[-2:]
@@ -43,11 +40,14 @@ def main() -> None:
     blocks = cv2.resize(frame[0], small, interpolation=cv2.INTER_AREA).ravel()
     q = np.linspace(0.0, 1.0, 64)
     rows = [
-        ("registration's read (align._shrink)", median_seconds(lambda: align._shrink(frame, size), a.repeat)),
-        ("deghosting's read (4x4 means, clip blocks)", median_seconds(deghost_blocks, a.repeat)),
-        ("the shared read (align.half_summary)", median_seconds(lambda: align.half_summary(frame), a.repeat)),
-        (f"np.quantile, 64 of {blocks.size} block means", median_seconds(lambda: np.quantile(blocks, q), a.repeat)),
-        ("the same from one sort (deghost._quantiles)", median_seconds(lambda: _quantiles(blocks, q), a.repeat)),
+        ("registration's read (align._shrink)", common.median_seconds(lambda: align._shrink(frame, size), a.repeat)),
+        ("deghosting's read (4x4 means, clip blocks)", common.median_seconds(deghost_blocks, a.repeat)),
+        ("the shared read (align.half_summary)", common.median_seconds(lambda: align.half_summary(frame), a.repeat)),
+        (
+            f"np.quantile, 64 of {blocks.size} block means",
+            common.median_seconds(lambda: np.quantile(blocks, q), a.repeat),
+        ),
+        ("the same from one sort (deghost._quantiles)", common.median_seconds(lambda: _quantiles(blocks, q), a.repeat)),
     ]
     print(f"one {h * w / 1e6:.1f} MP RGB float32 frame; ms, median of {a.repeat}")
     for name, seconds in rows:

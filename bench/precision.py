@@ -13,14 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
+import common
+import torch
 
-import fusecli.blend as blend  # noqa: E402
-from fusecli.discover import discover  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.stack import StackOptions, open_stack  # noqa: E402
+import fusecli.blend as blend
+from fusecli.discover import discover
+from fusecli.model import load_model
+from fusecli.stack import StackOptions, open_stack
 
 BRACKETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brackets"
 
@@ -34,7 +33,7 @@ def main() -> None:
     if not a.brackets.is_dir():
         sys.exit(f"{a.brackets} is absent: this benchmark needs ../shared beside the checkout")
     blend._EPS = a.eps
-    print(describe())
+    print(common.describe())
     print(f"exposure fusion's epsilon {a.eps:g}; float32 against float64, the bundled model, CPU")
     single, double = load_model()[0], load_model()[0].double()
     print(f"{'stack':<28}{'max':>10}{'p99.9':>10}{'>= 0.01':>10}")

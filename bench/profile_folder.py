@@ -9,28 +9,26 @@ then `fuse_sources` (the three stages overlapped in threads) for both alignments
 in a temporary directory as bench_folder.py makes it (real brackets, never kept).
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from bench_folder import folder_arguments, make_folder, parse_folder_arguments  # noqa: E402
-from common import describe  # noqa: E402
+import common
+import torch
+from bench_folder import folder_arguments, make_folder, parse_folder_arguments
 
-from fusecli.discover import discover  # noqa: E402
-from fusecli.fuse import fuse_sources, fuse_stack  # noqa: E402
-from fusecli.model import load_model  # noqa: E402
-from fusecli.outputs import OutputOptions, output_paths, write_outputs  # noqa: E402
-from fusecli.runtime import keep_freed_memory  # noqa: E402
-from fusecli.stack import StackOptions, open_stack  # noqa: E402
+from fusecli.discover import discover
+from fusecli.fuse import fuse_sources, fuse_stack
+from fusecli.model import load_model
+from fusecli.outputs import OutputOptions, output_paths, write_outputs
+from fusecli.runtime import keep_freed_memory
+from fusecli.stack import StackOptions, open_stack
 
 
 def main() -> None:
     a = parse_folder_arguments(folder_arguments(__doc__))
     keep_freed_memory()
-    print(describe())
+    print(common.describe())
     model, cpu = load_model()[0], torch.device("cpu")
     options = OutputOptions(formats=("jpg",), overwrite=True)
     with tempfile.TemporaryDirectory() as tmp:

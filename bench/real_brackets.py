@@ -28,21 +28,19 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402  (after common: it sets OMP_WAIT_POLICY first)
-from common import describe  # noqa: E402
-
-from fusecli.baselines import best_exposed, enfuse_display, mertens_display  # noqa: E402
-from fusecli.discover import discover  # noqa: E402
-from fusecli.errors import FuseError  # noqa: E402
-from fusecli.evaluate import mef_scorer, mef_ssim_display  # noqa: E402
-from fusecli.fuse import fuse_stack  # noqa: E402
-from fusecli.model import FuseNet, load_model  # noqa: E402
-from fusecli.outputs import display, weight_map  # noqa: E402
-from fusecli.stack import StackOptions, open_stack  # noqa: E402
+from fusecli.baselines import best_exposed, enfuse_display, mertens_display
+from fusecli.discover import discover
+from fusecli.errors import FuseError
+from fusecli.evaluate import mef_scorer, mef_ssim_display
+from fusecli.fuse import fuse_stack
+from fusecli.model import FuseNet, load_model
+from fusecli.outputs import display, weight_map
+from fusecli.stack import StackOptions, open_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BRACKETS = ROOT.parent / "shared" / "data" / "brackets"
@@ -99,7 +97,7 @@ def main() -> None:
     missing = [p for p in a.brackets if not p.is_dir()]
     if missing:
         sys.exit(f"{missing[0]} is absent: this benchmark needs ../shared beside the checkout")
-    print(describe())
+    print(common.describe())
     print("MEF-SSIM at " + (f"a longest side of {a.mef_side} px" if a.mef_side else "the images' own size"))
     models = {_label(p): load_model(p)[0] for p in a.model}
     if a.no_correction:  # a fresh network's last layers are zero: its correction is nothing
