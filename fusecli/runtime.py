@@ -55,14 +55,15 @@ def usable_cores() -> int:
 
 #: What the native libraries read from the environment when they load (a value the user set is kept).
 LIBRARY_DEFAULTS = {
-    # PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the thread that decodes
-    # the next stack gets a core (fuse on 24 MP stacks: 0.43-0.48 s per stack against 0.49-0.58 s
-    # spinning; bench/README.md)
+    # PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the stages beside the
+    # model (decoding the next stack, writing the last) get a core: ten 12 MP TIFF stacks 10.5 s
+    # against 13.5-14.2 s with libgomp's default (the model alone is a fifth slower with it: the
+    # pipeline decides; bench/README.md, fifth session)
     "OMP_WAIT_POLICY": "PASSIVE",
     # NumPy asks the kernel for transparent huge pages for every array of 4 MiB and more; under the
     # kernel's default defrag setting ("madvise") the first touch of such memory waits for memory
-    # compaction. Ten 12 MP TIFF stacks spent 3.9-5.3 s of system time in a fuse of 11-12 s, 1.4-1.7 s
-    # without; a 24 MP DNG folder's command 1.32-1.34 -> 0.92-0.95 s per stack (bench/README.md)
+    # compaction while the heap grows: ten 12 MP TIFF stacks 10.8-11.5 -> 9.9-10.3 s (system time
+    # 4.5 -> 2.8-3.0 s), a 24 MP DNG folder's command 1.12-1.16 -> 0.86-0.89 s per stack (bench/README.md)
     "NUMPY_MADVISE_HUGEPAGE": "0",
 }
 
