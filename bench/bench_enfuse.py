@@ -2,7 +2,7 @@
 ``fusecli fuse`` (16-bit TIFF out) and by ``enfuse -d 16`` (2 OpenMP threads), each as its own
 process from a cold start: wall time, peak RSS, and the CPU time in user and system mode.
 
-    python bench/bench_enfuse.py [--stacks 10] [--megapixels 12] [--repeat 1]
+    python bench/bench_enfuse.py [--stacks 10] [--megapixels 12] [--repeat 1] [--jobs N]
 
 Needs enfuse (Debian: ``apt-get install enfuse``); without it, fusecli alone is measured and the
 comparison is skipped with a message. The stacks are synthesised on the fly from procedural
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--stacks", type=int, default=10)
     ap.add_argument("--megapixels", type=float, default=12.0)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=None, help="as fuse --jobs (default: fuse's own default)")
     a = ap.parse_args()
     print(common.describe())
     enfuse = shutil.which("enfuse")
@@ -97,6 +98,7 @@ def main() -> None:
                 ",".join(map(str, RATIOS)),
                 "--overwrite",
                 "--quiet",
+                *(["--jobs", str(a.jobs)] if a.jobs else []),
             ]
         ]
         theirs_cmd = (

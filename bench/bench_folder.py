@@ -3,7 +3,7 @@ OpenCV's MergeMertens in a Python loop, each as a new process (start-up and impo
 user runs them. Targets: fusecli <= the Mertens loop with ``--align none``, <= 2x with the default
 alignment.
 
-    python bench/bench_folder.py [--stacks 20] [--megapixels 1] [--repeat 3] [--brackets DIR]
+    python bench/bench_folder.py [--stacks 20] [--megapixels 1] [--repeat 3] [--brackets DIR] [--jobs N]
 
 The folder is made in a temporary directory from ``../shared/data/brackets`` (real brackets shot by
 other people; most have no licence, so they are only read, never kept): for each of the first
@@ -106,6 +106,7 @@ def parse_folder_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
 def main() -> None:
     ap = folder_arguments(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=None, help="as fuse --jobs (default: fuse's own default)")
     a = parse_folder_arguments(ap)
     print(common.describe())
     env = common.child_env()
@@ -115,6 +116,7 @@ def main() -> None:
         sample = cv2.imread(str(next(src.glob("*/1.jpg"))))
         print(f"{n} real brackets x 3 frames, {sample.shape[1]}x{sample.shape[0]} JPEG; median of {a.repeat} runs")
         fuse = [sys.executable, "-m", "fusecli", "fuse", str(src), "--format", "jpg", "--overwrite", "--quiet"]
+        fuse += ["--jobs", str(a.jobs)] if a.jobs else []
         runs = {
             "Mertens loop (cv2, 8-bit)": [sys.executable, "-c", MERTENS_LOOP, str(src), str(Path(tmp) / "mertens")],
             "fusecli fuse --align none": fuse + ["-o", str(Path(tmp) / "none"), "--align", "none"],

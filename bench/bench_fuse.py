@@ -67,10 +67,9 @@ def main() -> None:
     device = pick_device("auto")
     model = load_model(None, device)[0]
     print(common.describe())
-    a.jobs = a.jobs or default_jobs()
     print(
-        f"fuse --align {a.align} (deghost on), {a.jobs} stack(s) opened at once; median of {a.repeat} "
-        f"run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack"
+        f"fuse --align {a.align} (deghost on), stacks opened at once: {a.jobs or 'as fuse (default_jobs)'}; median "
+        f"of {a.repeat} run(s){' after one warm-up' if a.repeat > 1 else ''}; seconds per stack"
     )
     print(f"{'stacks':<36}{'fuse':>9}{'decode':>9}{'ratio':>8}   (targets: <= 2x --align none, <= 3x aligned)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,12 +79,13 @@ def main() -> None:
         cases = [] if a.no_samples else [("samples (3 stacks, 3 x 0.2 MP)", SAMPLES)]
         for name, folder in cases + [(f"{a.stacks} x {a.megapixels:g} MP, {a.frames} frames", big)]:
             sources = discover([folder])
+            jobs = a.jobs or default_jobs(sources)
             files = [f.path for s in sources for f in s.frames]
             out = Path(tmp) / "out"
 
-            def run(sources=sources, out=out) -> None:
+            def run(sources=sources, out=out, jobs=jobs) -> None:
                 fuse_sources(
-                    sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=a.jobs
+                    sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=jobs
                 )
 
             def decode(files=files) -> None:
@@ -96,7 +96,7 @@ def main() -> None:
             warmup = 0 if a.repeat == 1 else 1
             t_fuse = common.median_seconds(run, a.repeat, warmup=warmup) / len(sources)
             t_decode = common.median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
-            print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x")
+            print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x   ({jobs} opened at once)")
             if a.cli and folder == big:
                 env = common.child_env()
                 t0 = time.perf_counter()
@@ -112,6 +112,7 @@ def main() -> None:
                         "--quiet",
                         "--align",
                         a.align,
+                        *(["--jobs", str(a.jobs)] if a.jobs else []),
                     ],
                     env=env,
                     stdout=subprocess.DEVNULL,

@@ -208,7 +208,7 @@ Jobs = _opt(
     "--jobs",
     min=1,
     help="Stacks decoded, aligned and deghosted at once, one thread each (each holds a stack in memory); "
-    "default: one per 4 cores, at most 4.",
+    "default: one per 4 cores, at most 4; two on 2 cores and more for stacks of up to 7 MP RGB.",
     rich_help_panel="Model and device",
 )
 MaxMemory = _opt(

@@ -47,6 +47,11 @@ class StackSource:
             return "unknown"
         return "raw" if self.frames[0].kind == "raw" else ("mono" if self.frames[0].channels == 1 else "rgb")
 
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes its frames take decoded (float32; RAW as its packed planes): what opening it holds."""
+        return sum(4 * f.channels * f.height * f.width for f in self.frames)
+
 
 @dataclass
 class Stack:
@@ -280,7 +285,7 @@ def validate(source: StackSource) -> None:
                 f"{f.path}: a {f.kind} frame with {f.channels} channel(s) among {first.kind} frames with "
                 f"{first.channels} in stack {source.name}"
             )
-    need = len(frames) * first.channels * first.height * first.width * 4 * 2  # frames + working copies
+    need = 2 * source.frame_bytes  # frames + working copies
     available = available_memory()
     if available is not None and need > available:
         raise FuseError(

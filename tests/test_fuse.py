@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -357,9 +358,37 @@ def test_jobs_fuse_the_same_outputs(tmp_path):
         assert np.array_equal(read_raw(path)[0], read_raw(tmp_path / "three" / path.name)[0])
 
 
+def _sized(width: int, height: int, channels: int = 3, kind: str = "tiff", k: int = 3):
+    """A stack found on disk with K frames of that size (nothing to open: default_jobs reads headers only)."""
+    from fusecli.io.common import FrameInfo
+    from fusecli.stack import StackSource
+
+    return StackSource(
+        f"{width}x{height}", tuple(FrameInfo(Path(f"{i}.tif"), width, height, channels, kind) for i in range(k))
+    )
+
+
+LARGE = _sized(4000, 3000)  # 12 MP RGB, 3 frames: 432 MB of float32 frames
+DNG_24MP = _sized(3000, 2000, channels=4, kind="raw")  # packed planes: 288 MB
+
+
 @pytest.mark.parametrize(("cores", "jobs"), [(1, 1), (2, 1), (7, 1), (8, 2), (16, 4), (128, 4)])
 def test_fuse_opens_one_stack_per_four_cores_by_default(monkeypatch, cores, jobs):
     import fusecli.fuse
 
     monkeypatch.setattr(fusecli.fuse, "usable_cores", lambda: cores)
     assert fusecli.fuse.default_jobs() == jobs
+    assert fusecli.fuse.default_jobs([LARGE]) == jobs
+    assert fusecli.fuse.default_jobs([DNG_24MP, _sized(1224, 816)]) == jobs
+
+
+@pytest.mark.parametrize(("cores", "jobs"), [(1, 1), (2, 2), (7, 2), (8, 2), (16, 4)])
+def test_small_stacks_get_a_second_opener_on_two_cores(monkeypatch, cores, jobs):
+    import fusecli.fuse
+
+    monkeypatch.setattr(fusecli.fuse, "usable_cores", lambda: cores)
+    # 1 MP and 7.45 MP RGB, 3 frames: 36 MB and 268 380 000 bytes, under 256 MiB (268 435 456)
+    small = [_sized(1224, 816), _sized(3000, 2485)]
+    assert fusecli.fuse.default_jobs(small) == jobs
+    # 7.47 MP is over it: the rule for large stacks
+    assert fusecli.fuse.default_jobs([*small, _sized(3000, 2490)]) == max(1, min(4, cores // 4))
