@@ -9,7 +9,16 @@ from conftest import camera, smooth_scene, write_bracket_files
 from fusecli.discover import discover
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import cfa_offsets, pack_bayer, probe_raw, read_camera, read_raw, unpack_bayer
+from fusecli.io.raw import (
+    BAND_ROWS,
+    cfa_offsets,
+    normalise_planes,
+    pack_bayer,
+    probe_raw,
+    read_camera,
+    read_raw,
+    unpack_bayer,
+)
 from fusecli.stack import load_stack
 
 
@@ -35,6 +44,25 @@ def test_dng_round_trip_is_exact_for_every_phase(tmp_path, cfa):
     assert info.exposure_time == pytest.approx(1 / 125) and info.iso == 400 and info.aperture == pytest.approx(5.6)
     assert got.white_balance == pytest.approx(cam.white_balance, rel=1e-5)
     assert got.color_matrix == pytest.approx(cam.color_matrix, abs=1e-4)
+
+
+def test_normalising_in_bands_covers_odd_mosaics_and_partial_bands():
+    # 2 * 37 + 1 rows, 2 * 21 + 1 columns: a last band of 37 - 2 * 16 = 5 rows, an odd row and column
+    # the planes leave out; black 100..400 per site, white 1100.
+    assert 37 % BAND_ROWS != 0
+    cam = camera("GRBG", black=(100.0, 200.0, 300.0, 400.0), white=1100.0)
+    mosaic = np.random.default_rng(2).integers(0, 1200, (75, 43)).astype(np.uint16)
+    mosaic[0, 1] = 600  # R of GRBG: (600 - 100) / 1000
+    mosaic[1, 0] = 50  # B, under its black level: 0
+    mosaic[2, 0] = 1150  # G1 (red's row), over white: 1
+    planes = np.full((4, 37, 21), np.nan, np.float32)
+    normalise_planes(mosaic, cam, planes)
+    assert planes[0, 0, 0] == np.float32(0.5) and planes[3, 0, 0] == 0 and planes[1, 1, 0] == 1
+    for i, (dy, dx) in enumerate(cfa_offsets("GRBG")):
+        black = np.float32(cam.black_level[i])
+        site = mosaic[dy : 2 * 37 : 2, dx : 2 * 21 : 2].astype(np.float32)
+        expected = np.clip((site - black) * np.float32(1 / (1100.0 - cam.black_level[i])), 0, 1)
+        assert np.array_equal(planes[i], expected)
 
 
 @pytest.mark.parametrize("cfa", ["RGGB", "BGGR", "GRBG", "GBRG"])

@@ -307,6 +307,29 @@ def read_camera(path: Path) -> CameraInfo:
         raw.close()
 
 
+#: Packed rows normalised at a time: the mosaic's band and the planes' rows stay in the caches through
+#: the subtract, scale and clip (bench/README.md, "Reading a 24 MP DNG").
+BAND_ROWS = 16
+
+
+def normalise_planes(mosaic: np.ndarray, camera: CameraInfo, planes: np.ndarray) -> None:
+    """The visible mosaic (2H, 2W) uint16 -> ``planes`` (4, H, W) float32 in [0, 1]: each CFA site less
+    its black level, over white - black, clipped. In bands of :data:`BAND_ROWS` rows, every plane's
+    rows from one band of the mosaic (arithmetic in place; a 64 Ki-entry lookup table was slower)."""
+    h2, w2 = planes.shape[1:]
+    sites = [
+        (dy, dx, np.float32(b), np.float32(1.0 / (camera.white_level - b)))
+        for (dy, dx), b in zip(cfa_offsets(camera.cfa), camera.black_level)
+    ]
+    for y in range(0, h2, BAND_ROWS):
+        band = mosaic[2 * y : 2 * min(h2, y + BAND_ROWS)]
+        for i, (dy, dx, black, scale) in enumerate(sites):
+            rows = planes[i, y : y + BAND_ROWS]
+            np.subtract(band[dy::2, dx : 2 * w2 : 2], black, out=rows, casting="unsafe")
+            rows *= scale
+            np.clip(rows, 0.0, 1.0, out=rows)
+
+
 def read_raw(path: Path, out: np.ndarray | None = None) -> tuple[np.ndarray, FrameInfo, CameraInfo]:
     """Decode a Bayer RAW file into packed planes (4, H//2, W//2) float32 in [0, 1], R G1 G2 B order.
 
@@ -321,12 +344,7 @@ def read_raw(path: Path, out: np.ndarray | None = None) -> tuple[np.ndarray, Fra
         if out is not None and (out.shape != (4, h2, w2) or out.dtype != np.float32):
             raise FuseError(f"{path}: decoded planes (4, {h2}, {w2}) differ from the stack's {tuple(out.shape)}")
         planes = out if out is not None else np.empty((4, h2, w2), dtype=np.float32)
-        for i, (dy, dx) in enumerate(cfa_offsets(camera.cfa)):
-            # arithmetic in place (a 64 Ki-entry lookup table was slower: bench/README.md)
-            black = camera.black_level[i]
-            np.subtract(visible[dy : 2 * h2 : 2, dx : 2 * w2 : 2], np.float32(black), out=planes[i], casting="unsafe")
-            planes[i] *= np.float32(1.0 / (camera.white_level - black))
-        np.clip(planes, 0.0, 1.0, out=planes)
+        normalise_planes(visible, camera, planes)
         return planes, info, camera
     finally:
         raw.close()
