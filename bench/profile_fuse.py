@@ -1,7 +1,8 @@
 """Where fuse's time goes: the stages of one 24 MP RAW stack (decode, align, deghost, model, DNG
-write) and of one 12 MP 16-bit sRGB TIFF stack as bench_enfuse.py makes them (16-bit TIFF out), and
-torch.profiler's table of the model on a 12 MP 3-frame RGB stack (the Mertens benchmark's input) —
-the profile behind bench/README.md's notes on the speed targets.
+write, and of that write the uint16 mosaic and the preview) and of one 12 MP 16-bit sRGB TIFF stack
+as bench_enfuse.py makes them (16-bit TIFF out), and torch.profiler's table of the model on a 12 MP
+3-frame RGB stack (the Mertens benchmark's input) — the profile behind bench/README.md's notes on
+the speed targets.
 
     python bench/profile_fuse.py [--megapixels 24] [--rgb-megapixels 12]
 """
@@ -25,7 +26,7 @@ from fusecli.deghost import deghost
 from fusecli.discover import discover
 from fusecli.fuse import MAX_MEMORY_GIB, band_rows, fuse_stack
 from fusecli.model import load_model
-from fusecli.outputs import OutputOptions, output_paths, write_outputs
+from fusecli.outputs import OutputOptions, dng_preview, output_paths, to_mosaic16, write_outputs
 from fusecli.runtime import keep_freed_memory
 from fusecli.stack import Stack, load_stack
 
@@ -71,7 +72,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_stack(Path(tmp) / "s", a.megapixels, 3)
         print(f"\n{a.megapixels:g} MP RAW stack, 3 frames, one after another (no overlap), seconds; 3 runs")
-        stages(model, Path(tmp) / "s", Path(tmp))
+        stack, fused = stages(model, Path(tmp) / "s", Path(tmp))
+        mosaic = common.median_seconds(lambda: to_mosaic16(fused, stack.camera.cfa), 5)
+        preview = common.median_seconds(lambda: dng_preview(fused, stack.camera), 5)
+        print(
+            f"  of the DNG: the uint16 mosaic (fusecli.outputs.to_mosaic16) {mosaic:.3f} s, the preview {preview:.3f} s"
+        )
         folder = write_tiff_stacks(Path(tmp) / "t", 1, a.rgb_megapixels)[0][0].parent
         print(f"\n{a.rgb_megapixels:g} MP 16-bit sRGB TIFF stack (bench_enfuse.py's), the same; 3 runs")
         stack, fused = stages(model, folder, Path(tmp), RATIOS, "srgb")

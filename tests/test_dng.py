@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from fusecli.cli import app
 from fusecli.io.dng import Exposure, Tag, write_dng
-from fusecli.io.raw import read_camera
+from fusecli.io.raw import BAND_ROWS, cfa_offsets, read_camera
+from fusecli.outputs import to_mosaic16
 
 runner = CliRunner()
 
@@ -196,3 +197,19 @@ def test_a_dual_illuminant_calibration_is_kept(tmp_path):
             tags[int(Tag.CALIBRATION_ILLUMINANT_2)].value == 17
             and tuple(tags[int(Tag.COLOR_MATRIX_2)].value) == matrix2
         )
+
+
+@pytest.mark.parametrize("cfa", ["RGGB", "GBRG"])
+def test_fused_planes_become_a_16_bit_mosaic_site_by_site(cfa):
+    # 37 packed rows: two whole bands of BAND_ROWS and a partial one; values outside [0, 1] clip
+    assert 37 % BAND_ROWS != 0
+    planes = np.random.default_rng(3).uniform(-0.1, 1.1, (4, 37, 5)).astype(np.float32)
+    planes[0, 36, 4] = 0.5  # 32767.5 rounds half to even: 32768
+    planes[3, 0, 0] = 1 / 65535  # one code
+    mosaic = to_mosaic16(planes, cfa)
+    assert mosaic.shape == (74, 10) and mosaic.dtype == np.uint16
+    (ry, rx), (by, bx) = cfa_offsets(cfa)[0], cfa_offsets(cfa)[3]
+    assert mosaic[72 + ry, 8 + rx] == 32768 and mosaic[by, bx] == 1
+    for plane, (dy, dx) in zip(planes, cfa_offsets(cfa)):
+        expected = np.clip(np.rint(plane * np.float32(65535)), 0, 65535)  # float32, as fuse's planes are
+        assert np.array_equal(mosaic[dy::2, dx::2], expected)
