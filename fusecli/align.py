@@ -84,12 +84,13 @@ def _area_to(size: tuple[int, int], *maps: np.ndarray) -> tuple[np.ndarray, ...]
     return tuple(cv2.resize(m, size, interpolation=cv2.INTER_AREA) for m in maps)
 
 
-def half_summary(frame: np.ndarray, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def half_summary(frame: np.ndarray, rows: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """One read of a frame for registration and deghosting: (C, H, W) [0, 1], H and W even -> the
     2x2 block means of each channel (C, H/2, W/2) and the 2x2 block maxima of the brightest channel
     (H/2, W/2), float32. In bands of ``rows`` rows, so that the maximum reads what the means just
-    brought into the cache: 28 ms per 12 MP RGB frame, where registration's brightness and clip map
-    (66 ms) and deghosting's 4x4 means (26 ms) each read the frame (``python bench/one_read.py``)."""
+    brought into the cache: 28-30 ms per 12 MP RGB frame (bands of 64 rows: 34 ms), where
+    registration's brightness and clip map (77 ms) and deghosting's 4x4 means (33 ms) each read the
+    frame (``python bench/one_read.py --repeat 15``)."""
     c, h, w = frame.shape
     if h % 2 or w % 2:
         raise ValueError(f"half_summary needs an even-sized frame, got {h}x{w}")
