@@ -38,7 +38,7 @@ def default_jobs(sources: Sequence[StackSource] = ()) -> int:
     :data:`MAX_DEFAULT_JOBS`; at least two on two cores and more when every one of ``sources`` is
     small (:data:`SMALL_STACK_BYTES`). Opening (LibRaw, tifffile, registration, deghosting) runs
     mostly on one core while the fusion takes every core (or the GPU). On two cores a second opener
-    gained 6-11 % with alignment (20 real 1 MP JPEG brackets 6.92, 7.45 s against 7.82, 8.07 s; five
+    gained 5-12 % with alignment (20 real 1 MP JPEG brackets 6.92, 7.45 s against 7.82, 8.07 s; five
     24 MP DNG stacks 0.59-0.60 against 0.64-0.66 s per stack, for 0.4 GB), nothing without it
     (bench/README.md, "fuse --jobs N"): small stacks take it for one more stack's memory, large ones
     keep one there (ten 12 MP TIFF stacks gained nothing and peaked at 2.51 against 1.86 GiB)."""
