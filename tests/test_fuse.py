@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 from fusecli.cli import app
 from fusecli.discover import discover
 from fusecli.fuse import fuse_stack
+from fusecli.io.common import FrameInfo
 from fusecli.io.raw import read_camera, read_raw
 from fusecli.model import load_model
 from fusecli.runtime import pick_device
-from fusecli.stack import load_stack
+from fusecli.stack import StackSource, load_stack
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
@@ -360,9 +361,6 @@ def test_jobs_fuse_the_same_outputs(tmp_path):
 
 def _sized(width: int, height: int, channels: int = 3, kind: str = "tiff", k: int = 3):
     """A stack found on disk with K frames of that size (nothing to open: default_jobs reads headers only)."""
-    from fusecli.io.common import FrameInfo
-    from fusecli.stack import StackSource
-
     return StackSource(
         f"{width}x{height}", tuple(FrameInfo(Path(f"{i}.tif"), width, height, channels, kind) for i in range(k))
     )
