@@ -403,7 +403,7 @@ def feature_motion(template: np.ndarray, image: np.ndarray, t_mask: np.ndarray, 
     dst = np.float32([ki[m.trainIdx].pt for m in matches])
     affine, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
     if affine is None or int(inliers.sum()) < MIN_INLIERS:
-        raise ValueError("the matched features agree on no motion")
+        raise ValueError("the matched features agree on no single motion")
     return np.vstack([affine, [0.0, 0.0, 1.0]])
 
 
