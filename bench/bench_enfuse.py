@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 from bench_mertens import RATIOS
 
-from fusecli.colour import linear_to_srgb
+from fusecli.develop import linear_to_srgb
 from fusecli.synth import procedural_scene
 
 FUSECLI = [sys.executable, "-m", "fusecli"]

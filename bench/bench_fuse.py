@@ -28,7 +28,7 @@ import numpy as np
 import rawpy
 
 from fusecli.discover import discover
-from fusecli.fuse import default_jobs, fuse_sources
+from fusecli.fuse import FuseOptions, default_jobs, fuse_sources
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.raw import CameraInfo
 from fusecli.model import load_model
@@ -84,9 +84,8 @@ def main() -> None:
             out = Path(tmp) / "out"
 
             def run(sources=sources, out=out, jobs=jobs) -> None:
-                fuse_sources(
-                    sources, model, device, out, StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=jobs
-                )
+                options = FuseOptions(StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=jobs)
+                fuse_sources(sources, model, device, out, options)
 
             def decode(files=files) -> None:
                 for f in files:

@@ -127,7 +127,7 @@ def on_device(model, frames: np.ndarray, device: torch.device, repeat: int, sync
         @torch.inference_mode()
         def forward(dtype=dtype):
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                return model(x, ratios, None, None, False)[0]
+                return model(x, ratios, keep_weights=False)[0]
 
         model._detail = timed_detail
         detail_times.clear()

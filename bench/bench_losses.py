@@ -18,7 +18,7 @@ from fusecli.losses import FusionLoss
 from fusecli.runtime import keep_freed_memory
 
 
-def run(batch: int, size: int, k: int, cw: int, device: str, repeat: int, loss_only: bool) -> float:
+def run(batch: int, size: int, k: int, cw: int, *, device: str, repeat: int, loss_only: bool) -> float:
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(batch, k, 4, size, size, generator=g).to(device)
     label = torch.rand(batch, 4, size, size, generator=g).to(device)
@@ -59,8 +59,8 @@ def main() -> None:
     )
     print(f"{'weights':<32}{'loss only s':>12}{'+softmax+sum s':>16}")
     for cw, name in ((1, "per frame (B,K,1,H,W)"), (4, "per frame+channel (B,K,4,H,W)")):
-        only = run(a.batch, a.size, a.frames, cw, a.device, a.repeat, loss_only=True)
-        full = run(a.batch, a.size, a.frames, cw, a.device, a.repeat, loss_only=False)
+        only = run(a.batch, a.size, a.frames, cw, device=a.device, repeat=a.repeat, loss_only=True)
+        full = run(a.batch, a.size, a.frames, cw, device=a.device, repeat=a.repeat, loss_only=False)
         print(f"{name:<32}{only:>12.3f}{full:>16.3f}")
 
 

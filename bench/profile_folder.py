@@ -18,7 +18,7 @@ import torch
 from bench_folder import folder_arguments, make_folder, parse_folder_arguments
 
 from fusecli.discover import discover
-from fusecli.fuse import fuse_sources, fuse_stack
+from fusecli.fuse import FuseOptions, fuse_sources, fuse_stack
 from fusecli.model import load_model
 from fusecli.outputs import OutputOptions, output_paths, write_outputs
 from fusecli.runtime import keep_freed_memory
@@ -47,7 +47,7 @@ def main() -> None:
             t2 = time.perf_counter()
             fused, _ = fuse_stack(model, stack, cpu, keep_weights=False)
             t3 = time.perf_counter()
-            write_outputs(stack, source, fused, None, options, output_paths(source, out, options))
+            write_outputs(stack, source, fused, None, options=options, paths=output_paths(source, out, options))
             t4 = time.perf_counter()
             for key, seconds in zip(spent, (t2 - t1, t1 - t0, t3 - t2, t4 - t3)):
                 spent[key] += seconds
@@ -56,7 +56,7 @@ def main() -> None:
             print(f"  {key:<34}{seconds / n:>7.3f}")
         for align in ("none", "translation"):
             t0 = time.perf_counter()
-            fuse_sources(sources, model, cpu, out, StackOptions(align=align), options)
+            fuse_sources(sources, model, cpu, out, FuseOptions(StackOptions(align=align), options))
             label = f"fuse_sources, --align {align}"
             print(f"  {label:<34}{(time.perf_counter() - t0) / n:>7.3f}   (stages overlapped)")
 

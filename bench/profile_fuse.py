@@ -21,12 +21,13 @@ from bench_mertens import RATIOS
 from bench_mertens import stack as rgb_stack
 from torch.profiler import ProfilerActivity, profile
 
-from fusecli import align, colour
+from fusecli import align, develop
 from fusecli.deghost import deghost
+from fusecli.develop import dng_preview
 from fusecli.discover import discover
 from fusecli.fuse import MAX_MEMORY_GIB, band_rows, fuse_stack
 from fusecli.model import load_model
-from fusecli.outputs import OutputOptions, dng_preview, output_paths, to_mosaic16, write_outputs
+from fusecli.outputs import OutputOptions, output_paths, to_mosaic16, write_outputs
 from fusecli.runtime import keep_freed_memory
 from fusecli.stack import Stack, load_stack
 
@@ -55,7 +56,7 @@ def stages(model, folder: Path, out: Path, ratios=None, transfer="auto") -> tupl
         t3 = time.perf_counter()
         fused, _ = fuse_stack(model, stack, torch.device("cpu"), MAX_MEMORY_GIB, keep_weights=False)
         t4 = time.perf_counter()
-        write_outputs(stack, source, fused, None, options, paths)
+        write_outputs(stack, source, fused, None, options=options, paths=paths)
         t5 = time.perf_counter()
         print(f"{t1 - t0:>8.3f}{t2 - t1:>8.3f}{t3 - t2:>9.3f}{t4 - t3:>8.3f}{t5 - t4:>8.3f}")
     return stack, fused
@@ -81,8 +82,8 @@ def main() -> None:
         folder = write_tiff_stacks(Path(tmp) / "t", 1, a.rgb_megapixels)[0][0].parent
         print(f"\n{a.rgb_megapixels:g} MP 16-bit sRGB TIFF stack (bench_enfuse.py's), the same; 3 runs")
         stack, fused = stages(model, folder, Path(tmp), RATIOS, "srgb")
-        encode = common.median_seconds(lambda: colour.linear_to_srgb(fused), 3)
-        print(f"  of the TIFF: the sRGB encode (fusecli.colour.linear_to_srgb) {encode:.3f} s")
+        encode = common.median_seconds(lambda: develop.linear_to_srgb(fused), 3)
+        print(f"  of the TIFF: the sRGB encode (fusecli.develop.linear_to_srgb) {encode:.3f} s")
     frames = torch.from_numpy(rgb_stack(a.rgb_megapixels))[None]
     ratios = torch.tensor([RATIOS])
     rows = band_rows(frames.shape[1:], model.config.weight_channels(3), MAX_MEMORY_GIB)

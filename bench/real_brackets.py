@@ -34,12 +34,12 @@ import numpy as np
 import torch
 
 from fusecli.baselines import best_exposed, enfuse_display, mertens_display
+from fusecli.develop import display, weight_map
 from fusecli.discover import discover
 from fusecli.errors import FuseError
 from fusecli.evaluate import mef_scorer, mef_ssim_display
 from fusecli.fuse import fuse_stack
 from fusecli.model import FuseNet, load_model
-from fusecli.outputs import display, weight_map
 from fusecli.stack import StackOptions, open_stack
 
 ROOT = Path(__file__).resolve().parents[1]

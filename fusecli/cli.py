@@ -44,7 +44,7 @@ def user_errors() -> Iterator[None]:
 def _exit_now(code: int) -> None:
     """Exit at once with ``code``, once the interrupted work has cleaned up after itself: the
     interpreter's teardown (torch, OpenMP, worker threads) could otherwise still end the process by
-    the default SIGINT handler (seen as exit -2 in about 1 run in 10 under load)."""
+    the default SIGINT handler."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -77,8 +77,9 @@ def inspect(
 ) -> None:
     """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
     from fusecli.console import print_stack_table
+    from fusecli.describe import describe
     from fusecli.discover import discover
-    from fusecli.stack import StackOptions, describe
+    from fusecli.stack import StackOptions
 
     with user_errors():
         options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost=False)
@@ -126,7 +127,9 @@ def synth(
             width, height, opt.ratios(ratios) or (), cfa=cfa, shift=shift, rotate=rotate, moving_object=moving_object
         )
         shown = DisplayConfig(size=max(width, height), frames=frames) if display else None
-        written = synthesise(radiance or [], out, stacks, procedural, cfg, seed, shown)
+        written = synthesise(
+            radiance or [], out, stacks_per_map=stacks, procedural=procedural, cfg=cfg, seed=seed, display=shown
+        )
     for folder in written:
         typer.echo(str(folder))
 
@@ -149,7 +152,7 @@ def train(
     export: opt.Export = None,
 ) -> None:
     """Train the fusion network on labelled stacks (or brackets synthesised from radiance maps)."""
-    from fusecli.console import progress
+    from fusecli.console import train_progress
     from fusecli.train import configure
     from fusecli.train import train as run_training
 
@@ -166,16 +169,7 @@ def train(
             "data.synth_radiance": [str(p) for p in synth] if synth else None,
         }
         cfg, run = configure(run, resume, config, {k: v for k, v in flags.items() if v is not None}, overrides or [])
-        with progress(cfg.steps, "steps", info=True) as advance:
-
-            def on_step(step: int, record: dict) -> None:
-                info = f"loss {record['total']:.4f}  l1 {record['l1']:.4f}  {record['samples_per_s']:.1f} samples/s"
-                if "val" in record:
-                    info += f"  val {record['val']['total']:.4f} psnr {record['val']['psnr']:.2f}"
-                    if not sys.stderr.isatty():
-                        typer.echo(f"step {step}: {info}", err=True)
-                advance(completed=step, info=info)
-
+        with train_progress(cfg.steps) as on_step:
             try:
                 summary = run_training(cfg, run, resume=resume is not None, export=export, on_step=on_step)
             except KeyboardInterrupt:
@@ -188,8 +182,7 @@ def train(
         typer.echo(json.dumps({"schema": JSON_SCHEMA, "validation": summary}))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun rank whose work is saved exits at once: C++ threads of the distributed backend
-        # still alive in the interpreter's teardown aborted a rank ("terminate called without an
-        # active exception") in about 1 run in 18, even after destroy_process_group.
+        # still alive in the interpreter's teardown can abort it, even after destroy_process_group.
         _exit_now(0)
 
 
@@ -218,7 +211,7 @@ def fuse(
     """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
     from fusecli.console import fuse_progress, print_fuse_summary
     from fusecli.discover import discover, select_shard
-    from fusecli.fuse import fuse_sources
+    from fusecli.fuse import FuseOptions, fuse_sources
     from fusecli.model import load_model
     from fusecli.outputs import OutputOptions, remove_stale_parts
     from fusecli.runtime import pick_device
@@ -228,6 +221,7 @@ def fuse(
     with user_errors():
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
         output_options = OutputOptions(wanted, linear, overwrite, save_weights)
+        options = FuseOptions(stack_options, output_options, max_memory, dry_run, jobs)
         sources = discover(paths, group_size=group_size)
         if (part := opt.shard(shard)) is not None:
             sources = select_shard(sources, *part)
@@ -235,9 +229,7 @@ def fuse(
         net = load_model(model, torch_device)[0] if not dry_run else None
         with fuse_progress(len(sources), quiet or as_json) as on_result:
             try:
-                results = fuse_sources(
-                    sources, net, torch_device, out, stack_options, output_options, max_memory, dry_run, on_result, jobs
-                )
+                results = fuse_sources(sources, net, torch_device, out, options, on_result=on_result)
             except KeyboardInterrupt:
                 if not dry_run and out.is_dir():
                     remove_stale_parts(out, own=True)  # an interrupt inside mkstemp can beat atomic_path's own clean-up
@@ -317,23 +309,21 @@ def evaluate(
                     write_contact_sheet(report, case, predictions, case_rows)
                 advance()
 
-            rows = ev.evaluate_sources(sources, net, torch_device, loss_config, options, on_case=on_case)
+            rows = ev.evaluate_sources(
+                sources, net, torch_device, loss_config=loss_config, options=options, on_case=on_case
+            )
         if report is not None:
             write_summary_plot(report, rows, names)
-    aggregates = ev.aggregate(rows, names)
-    checks = ev.check_thresholds(aggregates, names[0], thresholds)
-    failed = sum(r["status"] == "failed" for r in rows)
-    formula = loss_config.formula()
+    evaluation = ev.summarise(rows, names, thresholds, loss_config)
     if as_json:
-        document = eval_json(model, loss_config, formula, names, rows, aggregates, checks, failed)
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(eval_json(model, evaluation), indent=2))
     elif as_csv:
-        typer.echo(eval_csv(rows, aggregates, ev.METRICS), nl=False)
+        typer.echo(eval_csv(evaluation), nl=False)
     else:
-        print_eval_tables(rows, aggregates, ev.METRICS, ev.HIGHER_IS_BETTER, formula, checks, per_stack)
-    if failed:
+        print_eval_tables(evaluation, per_stack)
+    if evaluation.failed:
         raise typer.Exit(EXIT_USER_ERROR)
-    if any(not c["passed"] for c in checks):
+    if any(not c["passed"] for c in evaluation.checks):
         raise typer.Exit(EXIT_THRESHOLD)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
@@ -61,6 +62,23 @@ def fuse_progress(total: int, quiet: bool = False) -> Iterator[Callable]:
             advance(info=f"{done['mp'] / done['s']:.1f} MP/s" if done["s"] else "")
 
         yield on_result
+
+
+@contextlib.contextmanager
+def train_progress(total: int) -> Iterator[Callable[[int, dict], None]]:
+    """``train``'s progress bar -> ``on_step(step, record)``: the loss, L1 and speed of the step; a
+    validation also as a line on stderr when it is not a terminal (CI logs, nohup)."""
+    with progress(total, "steps", info=True) as advance:
+
+        def on_step(step: int, record: dict) -> None:
+            info = f"loss {record['total']:.4f}  l1 {record['l1']:.4f}  {record['samples_per_s']:.1f} samples/s"
+            if "val" in record:
+                info += f"  val {record['val']['total']:.4f} psnr {record['val']['psnr']:.2f}"
+                if not sys.stderr.isatty():
+                    print(f"step {step}: {info}", file=sys.stderr, flush=True)
+            advance(completed=step, info=info)
+
+        yield on_step
 
 
 def seconds_text(t: float | None) -> str:
@@ -134,23 +152,24 @@ def print_fuse_summary(results) -> None:
     _stdout().print(table)
 
 
-def eval_json(model, loss_config, formula: str, methods, rows, aggregates, checks, failed: int) -> dict:
-    """``eval --json``'s document."""
+def eval_json(model, evaluation) -> dict:
+    """``eval --json``'s document of a :class:`fusecli.evaluate.Evaluation`."""
     return {
         "schema": JSON_SCHEMA,
         "model": str(model) if model else "bundled default",
-        "loss": loss_config.to_dict(),
-        "total": formula,
-        "methods": list(methods),
-        "rows": rows,
-        "aggregate": aggregates,
-        "thresholds": checks,
-        "failed": failed,
+        "loss": evaluation.loss.to_dict(),
+        "total": evaluation.formula,
+        "methods": list(evaluation.methods),
+        "rows": evaluation.rows,
+        "aggregate": evaluation.aggregates,
+        "thresholds": evaluation.checks,
+        "failed": evaluation.failed,
     }
 
 
-def eval_csv(rows: list[dict], aggregates: list[dict], metrics: Sequence[str]) -> str:
+def eval_csv(evaluation) -> str:
     """``eval --csv``: a row per stack and method, then the aggregates (kind = mean/median)."""
+    rows, aggregates, metrics = evaluation.rows, evaluation.aggregates, evaluation.metrics
     buffer = io.StringIO()
     fields = ["kind", "stack", "method", "status", "labelled", "reason", *metrics, "seconds", "stacks"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
@@ -182,8 +201,11 @@ def _best(group: list[dict], metric: str, higher_is_better: frozenset):
     return max(values) if metric in higher_is_better else min(values)
 
 
-def print_eval_tables(rows, aggregates, metrics, higher_is_better, formula: str, checks, per_stack: bool) -> None:
-    """``eval``'s tables: per stack (optional), then mean (median) per metric and method."""
+def print_eval_tables(evaluation, per_stack: bool) -> None:
+    """``eval``'s tables of a :class:`fusecli.evaluate.Evaluation`: per stack (optional), then mean
+    (median) per metric and method, the loss formula, failures and thresholds."""
+    rows, aggregates, checks = evaluation.rows, evaluation.aggregates, evaluation.checks
+    metrics, higher_is_better, formula = evaluation.metrics, evaluation.higher_is_better, evaluation.formula
     console = _stdout()
     metrics = [m for m in metrics if any(a[m] is not None for a in aggregates)]
     if per_stack:

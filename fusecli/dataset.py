@@ -117,7 +117,7 @@ def synth_samples(radiance: Sequence[str], per_map: int, procedural: int, size: 
 
 
 def display_samples(
-    radiance: Sequence[str], per_map: int, procedural: int, size: int, frames: Sequence[int], seed: int
+    radiance: Sequence[str], per_map: int, procedural: int, *, size: int, frames: Sequence[int], seed: int
 ) -> list[Sample]:
     """Display-referred RGB brackets synthesised in memory (see fusecli.synth.render_display_bracket):
     ``per_map`` per radiance map for every K of ``frames``, and ``procedural`` procedural scenes."""
@@ -216,11 +216,18 @@ def build_datasets(d: DataConfig, seed: int, cache: Path | None) -> tuple[list[S
             val = synth_samples(maps, per_map, max(1, d.synth_val - per_map * len(maps)), d.synth_size, seed + 10_000)
     if d.display_radiance or d.display_procedural:
         train += display_samples(
-            d.display_radiance, d.display_per_map, d.display_procedural, d.display_size, d.display_frames, seed
+            d.display_radiance,
+            d.display_per_map,
+            d.display_procedural,
+            size=d.display_size,
+            frames=d.display_frames,
+            seed=seed,
         )
         if d.display_val and d.val_radiance:
             per_map = max(1, d.display_val // len(d.val_radiance))
-            val += display_samples(d.val_radiance, per_map, 0, d.display_size, d.display_frames[:1], seed + 10_000)
+            val += display_samples(
+                d.val_radiance, per_map, 0, size=d.display_size, frames=d.display_frames[:1], seed=seed + 10_000
+            )
     if not train:
         raise FuseError(
             "nothing to train on: give dataset folders of labelled stacks, or radiance maps / procedural "

@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fusecli.align import CLIP, FLOOR, Summaries, summary_of
+from fusecli.align import Summaries, summary_of
+from fusecli.registration import CLIP, FLOOR
 
 GHOST_RATIO = 1.3  # brightness ratio (after normalisation) beyond which a pixel is a ghost
 GHOST_FLOOR = 0.02  # reference-frame units added to both sides before the ratio (noise)

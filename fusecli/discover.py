@@ -1,4 +1,5 @@
-"""Finding bracket stacks on disk (headers only) and grouping frames into brackets.
+"""Finding bracket stacks on disk (headers only) and grouping frames into brackets: the
+:class:`StackSource` of each, which :mod:`fusecli.stack` opens.
 
 A folder with a label or an exposure list is one stack. Otherwise its frames, in capture order, are
 split into brackets by :func:`split_brackets`; ``group_size`` splits into fixed-size brackets
@@ -10,16 +11,40 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from fusecli.errors import FuseError
+from fusecli.exposure import SAME_EXPOSURE
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import FRAME_EXTENSIONS, LABEL_EXTENSIONS, RAW_EXTENSIONS, FrameInfo
-from fusecli.stack import SAME_EXPOSURE, StackSource
 
 SIDECAR_NAMES = ("relative_exposure.txt", "exposures.txt", "image_list.txt")
+
+
+@dataclass(frozen=True)
+class StackSource:
+    """A bracket found on disk, before decoding: its frames in capture order and what came with them."""
+
+    name: str
+    frames: tuple[FrameInfo, ...]
+    label: Path | None = None
+    sidecar: Path | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None  # why it cannot be opened (a file that could not be read), found at discovery
+
+    @property
+    def kind(self) -> str:
+        if not self.frames:
+            return "unknown"
+        return "raw" if self.frames[0].kind == "raw" else ("mono" if self.frames[0].channels == 1 else "rgb")
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes its frames take decoded (float32; RAW as its packed planes): what opening it holds."""
+        return sum(4 * f.channels * f.height * f.width for f in self.frames)
 
 
 def _natural_key(path: Path) -> list:
@@ -127,6 +152,7 @@ def _stack_name(first: FrameInfo) -> str:
 def _group(
     items: list[FrameInfo],
     folder_name: str,
+    *,
     label: Path | None,
     sidecar: Path | None,
     group_size: int | None,
@@ -191,7 +217,7 @@ def _folder_stacks(folder: Path, entries: list[Path], group_size: int | None) ->
         stacks.append(_make_source(f.stem, [i for i in items if i.path == f], notes=["one multi-page TIFF"]))
     single = [i for i in items if i.path not in multipage]
     if single:
-        stacks += _group(single, folder.name, label, sidecar, group_size, notes)
+        stacks += _group(single, folder.name, label=label, sidecar=sidecar, group_size=group_size, notes=notes)
     return stacks
 
 
@@ -247,7 +273,7 @@ def discover(paths: Sequence[Path], group_size: int | None = None) -> list[Stack
         if len(files) == 1 and len(items) > 1:
             stacks.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
         elif items:
-            stacks += _group(items, items[0].path.stem, None, None, group_size, notes)
+            stacks += _group(items, items[0].path.stem, label=None, sidecar=None, group_size=group_size, notes=notes)
     names: dict[str, int] = {}
     unique = []
     for s in stacks:  # stack names become output names: keep them unique

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from fusecli.baselines import best_exposed, best_single, enfuse_display, mertens_display
+from fusecli.develop import display
+from fusecli.discover import StackSource
 from fusecli.errors import FuseError
 from fusecli.fuse import fuse_stack
 from fusecli.io import image as image_io
@@ -26,8 +28,7 @@ from fusecli.io.common import RAW_EXTENSIONS
 from fusecli.losses import TERMS, FusionLoss, LossConfig
 from fusecli.metrics import MefSsim, psnr, ssim
 from fusecli.model import FuseNet
-from fusecli.outputs import display
-from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
+from fusecli.stack import Stack, StackOptions, open_stack, prefetch
 
 METRICS = ("total", *(t for t in TERMS if t != "mef"), "psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim")
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim"})
@@ -285,6 +286,7 @@ def _row(
     status: str,
     labelled: bool,
     reason: str | None = None,
+    *,
     metrics: dict | None = None,
     seconds: float = 0.0,
 ) -> dict:
@@ -298,6 +300,7 @@ def evaluate_sources(
     sources: Sequence[StackSource],
     model: FuseNet | None,
     device: torch.device,
+    *,
     loss_config: LossConfig,
     options: EvalOptions,
     on_case: Callable[[Case, list[dict], list[tuple[str, Prediction]]], None] | None = None,
@@ -327,12 +330,44 @@ def evaluate_sources(
                     continue
                 predictions.append((method, pred))
                 case_rows.append(
-                    _row(name, method, "ok", case.label is not None, None, metrics, time.perf_counter() - t0)
+                    _row(name, method, "ok", case.label is not None, metrics=metrics, seconds=time.perf_counter() - t0)
                 )
         rows += case_rows
         if on_case:
             on_case(case, case_rows, predictions)
     return rows
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``eval`` reports: a row per (stack, method), the mean and median of each method, the
+    thresholds checked against the first method, and the loss weights that scored them."""
+
+    methods: tuple[str, ...]
+    rows: list[dict]
+    aggregates: list[dict]
+    checks: list[dict]
+    loss: LossConfig
+    metrics: tuple[str, ...] = METRICS
+    higher_is_better: frozenset = HIGHER_IS_BETTER
+
+    @property
+    def failed(self) -> int:
+        """Rows (stack and method) that could not be scored."""
+        return sum(r["status"] == "failed" for r in self.rows)
+
+    @property
+    def formula(self) -> str:
+        return self.loss.formula()
+
+
+def summarise(
+    rows: list[dict], methods: Sequence[str], thresholds: Sequence[Threshold], loss_config: LossConfig
+) -> Evaluation:
+    """Rows of :func:`evaluate_sources` -> their :class:`Evaluation` (aggregates, thresholds checked)."""
+    aggregates = aggregate(rows, methods)
+    checks = check_thresholds(aggregates, methods[0], thresholds)
+    return Evaluation(tuple(methods), rows, aggregates, checks, loss_config)
 
 
 def aggregate(rows: Sequence[dict], methods: Sequence[str]) -> list[dict]:

@@ -18,11 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from fusecli.discover import StackSource
 from fusecli.errors import FuseError
 from fusecli.model import FuseNet
 from fusecli.outputs import OutputOptions, output_paths, remove_stale_parts, write_outputs
 from fusecli.runtime import usable_cores
-from fusecli.stack import Stack, StackOptions, StackSource, open_stack, prefetch
+from fusecli.stack import Stack, StackOptions, open_stack, prefetch
 
 #: GiB of full-resolution temporaries by default (``fuse --max-memory``).
 MAX_MEMORY_GIB = 0.25
@@ -47,6 +48,19 @@ def default_jobs(sources: Sequence[StackSource] = ()) -> int:
     if cores >= 2 and sources and max(s.frame_bytes for s in sources) <= SMALL_STACK_BYTES:
         jobs = max(jobs, 2)
     return jobs
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """How a run fuses (as :class:`fusecli.evaluate.EvalOptions` scores): how stacks are opened, what
+    is written, GiB of full-resolution temporaries (larger stacks go in bands of rows), whether to
+    only plan, and how many stacks are opened at once (None: :func:`default_jobs`)."""
+
+    stack: StackOptions = StackOptions()
+    output: OutputOptions = OutputOptions()
+    max_memory: float = MAX_MEMORY_GIB
+    dry_run: bool = False
+    jobs: int | None = None
 
 
 @dataclass
@@ -91,9 +105,9 @@ def fuse_stack(
         # float16, not bfloat16: as fast on an H200 and 8-16x closer to float32 (max |difference| 1.2e-3
         # against 1e-2 to 2e-2; bench/bench_gpu.py); the network's activations are far inside its range
         with torch.autocast("cuda", dtype=torch.float16):
-            fused, weights = model(frames, ratios, None, rows, keep_weights, shown)
+            fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights, display_referred=shown)
     else:
-        fused, weights = model(frames, ratios, None, rows, keep_weights, shown)
+        fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights, display_referred=shown)
     out = fused[0].float()
     total = float(out.sum())  # one pass for both checks: NaN or Inf anywhere makes it non-finite
     if not math.isfinite(total):
@@ -120,17 +134,14 @@ def fuse_sources(
     model: FuseNet | None,
     device: torch.device,
     out_dir: Path,
-    stack_options: StackOptions = StackOptions(),
-    output_options: OutputOptions = OutputOptions(),
-    max_memory: float = MAX_MEMORY_GIB,
-    dry_run: bool = False,
+    options: FuseOptions = FuseOptions(),
+    *,
     on_result: Callable[[Result], None] | None = None,
-    jobs: int | None = None,
 ) -> list[Result]:
-    """Fuse every stack into ``out_dir``; opening the next ``jobs`` stacks (one thread each; default
-    :func:`default_jobs` of the stacks) overlaps fusion of this one. ``max_memory``: GiB of full-resolution
-    temporaries (larger stacks go in bands of rows)."""
+    """Fuse every stack into ``out_dir``, reporting each result to ``on_result`` in order; opening
+    the next ``options.jobs`` stacks (one thread each) overlaps fusion of this one."""
     out_dir = Path(out_dir)
+    stack_options, output_options, dry_run = options.stack, options.output, options.dry_run
     if not dry_run:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +169,7 @@ def fuse_sources(
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing: Future | None = None
         for source, stack, error in prefetch(
-            opening, lambda s: open_stack(s, stack_options), ahead=jobs or default_jobs(opening)
+            opening, lambda s: open_stack(s, stack_options), ahead=options.jobs or default_jobs(opening)
         ):
             t0 = time.perf_counter()
             paths = todo[source.name]
@@ -168,13 +179,22 @@ def fuse_sources(
             else:
                 try:
                     fused, weights = fuse_stack(
-                        model, stack, device, max_memory, keep_weights=output_options.save_weights
+                        model, stack, device, options.max_memory, keep_weights=output_options.save_weights
                     )
                     # the writer needs the stack's metadata, not its frames: they are let go now (with
                     # three stacks in flight, one stack's frames fewer in memory)
                     meta = dataclasses.replace(stack, frames=np.empty((0, *stack.frames.shape[1:]), np.float32))
                     job = writer.submit(
-                        _write, meta, source, fused, weights, output_options, paths, out_dir, stack_options, t0
+                        _write,
+                        meta,
+                        source,
+                        fused,
+                        weights,
+                        options=output_options,
+                        paths=paths,
+                        out_dir=out_dir,
+                        stack_options=stack_options,
+                        t0=t0,
                     )
                 except FuseError as e:
                     job, result = None, Result(source.name, "failed", reason=str(e))
@@ -199,6 +219,7 @@ def _write(
     source: StackSource,
     fused: np.ndarray,
     weights: np.ndarray | None,
+    *,
     options: OutputOptions,
     paths: list[Path],
     out_dir: Path,
@@ -208,7 +229,7 @@ def _write(
     """Write one fused stack's outputs (the writer thread) -> its summary row."""
     missing = paths if options.overwrite else [p for p in paths if not p.exists()]
     try:
-        write_outputs(stack, source, fused, weights, options, paths, only=missing)
+        write_outputs(stack, source, fused, weights, options=options, paths=paths, only=missing)
     except FuseError as e:
         return Result(source.name, "failed", reason=str(e))
     except OSError as e:

@@ -160,6 +160,7 @@ def black_reg(
     weights: torch.Tensor,
     frames: torch.Tensor,
     y_star: torch.Tensor,
+    *,
     threshold: float = 0.4,
     kernel: int = 5,
     reference: torch.Tensor | None = None,
@@ -319,6 +320,7 @@ class FusionLoss(torch.nn.Module):
         y_star: torch.Tensor,
         frames: torch.Tensor,
         weights: torch.Tensor,
+        *,
         reference: torch.Tensor | None = None,
         display: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -340,7 +342,9 @@ class FusionLoss(torch.nn.Module):
             "grad_sign": _grad_sign(pairs),
             "high_smooth": _high_smooth(pairs, _highlight_masks(y_star, cfg.h_th, y.dtype)),
             "luma_grad": luma_grad(y, reference_image),
-            "black_reg": black_reg(weights, frames, y_star, cfg.black_threshold, cfg.black_kernel, ref),
+            "black_reg": black_reg(
+                weights, frames, y_star, threshold=cfg.black_threshold, kernel=cfg.black_kernel, reference=ref
+            ),
         }
         if cfg.lambda_mef > 0:
             shown = torch.ones(y.shape[0], dtype=torch.bool, device=y.device) if display is None else display > 0.5

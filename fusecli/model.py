@@ -264,6 +264,7 @@ class FuseNet(nn.Module):
         frames: torch.Tensor,
         ratios: torch.Tensor,
         reference: torch.Tensor | None = None,
+        *,
         band_rows: int | None = None,
         keep_weights: bool = True,
         display_referred: torch.Tensor | None = None,

@@ -1,5 +1,6 @@
-"""The command line's choices and options, declared once as ``Annotated`` aliases that every command
-reuses (typer's recommended style), and the parsers of comma-separated values.
+"""The command line's options, declared once as ``Annotated`` aliases that every command reuses
+(typer's recommended style), and the parsers of comma-separated values. The choice lists themselves
+are :mod:`fusecli.choices`'.
 """
 
 from __future__ import annotations
@@ -10,40 +11,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from fusecli.choices import AlignMode, Device, Method, OutputFormat, Transfer, values
 from fusecli.errors import FuseError
-
-
-class Transfer(str, Enum):
-    auto = "auto"
-    srgb = "srgb"
-    linear = "linear"
-
-
-class AlignMode(str, Enum):
-    none = "none"
-    translation = "translation"
-    homography = "homography"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class OutputFormat(str, Enum):
-    dng = "dng"
-    tiff = "tiff"
-    jpg = "jpg"
-    png = "png"
-
-
-class Method(str, Enum):
-    model = "model"
-    mertens = "mertens"
-    enfuse = "enfuse"
-    single = "single"
-    uniform = "uniform"
 
 
 def choices(enum: type[Enum], text: str | None, aliases: dict[str, str] | None = None) -> tuple[str, ...] | None:
@@ -184,7 +153,7 @@ Export = _opt(Optional[Path], "--export", help="Write the trained model (best ch
 Formats = _opt(
     Optional[str],
     "--format",
-    help="Comma-separated: dng, tiff, jpg, png (default: dng for RAW, else tiff).",
+    help=f"Comma-separated: {', '.join(values(OutputFormat))} (default: dng for RAW, else tiff).",
     rich_help_panel="Output",
 )
 Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).", rich_help_panel="Output")
@@ -224,7 +193,7 @@ EvalPaths = Annotated[
     List[Path],
     typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without."),
 ]
-Methods = _opt(str, "--method", help="Comma-separated methods: model, mertens, enfuse, single, uniform.")
+Methods = _opt(str, "--method", help=f"Comma-separated methods: {', '.join(values(Method))}.")
 Preds = _opt(
     Optional[List[Path]], "--pred", help="Folder of another tool's outputs (NAME.* or NAME_fused.*); repeatable."
 )

@@ -1,7 +1,6 @@
-"""What ``fusecli fuse`` writes for a stack: formats, paths, development, DNG/TIFF/previews and weight
-maps, each written atomically, and the clean-up of temporaries a killed run left behind.
-
-See README.md ("Fusing") for the formats and the guarantees.
+"""What ``fusecli fuse`` writes for a stack (HDRMerge's SaveOptions): formats, paths, DNG, TIFF,
+JPEG and PNG and weight maps, each written atomically, and the clean-up of temporaries a killed run
+left behind. Pictures are developed by :mod:`fusecli.develop`; docs/outputs.md describes the files.
 """
 
 from __future__ import annotations
@@ -15,41 +14,19 @@ import cv2
 import numpy as np
 import tifffile
 
-from fusecli import colour
+from fusecli.choices import OutputFormat, values
+from fusecli.develop import dng_preview, linear_to_srgb, render_raw, weight_map
+from fusecli.discover import StackSource
 from fusecli.errors import FuseError
 from fusecli.io import common
 from fusecli.io.common import atomic_path
 from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import BAND_ROWS, CameraInfo, capture_metadata, cfa_offsets, unpack_bayer
-from fusecli.stack import Stack, StackSource
+from fusecli.io.raw import BAND_ROWS, capture_metadata, cfa_offsets
+from fusecli.stack import Stack
 
-RAW_FORMATS = ("dng", "tiff", "jpg", "png")
-RGB_FORMATS = ("tiff", "jpg", "png")
+RAW_FORMATS = values(OutputFormat)
+RGB_FORMATS = tuple(f for f in RAW_FORMATS if f != "dng")
 SUFFIX = {"dng": ".dng", "tiff": ".tif", "jpg": ".jpg", "png": ".png"}
-# OpenCV's edge-aware demosaic (bilinear gave zipper edges on fine detail); OpenCV names Bayer
-# patterns by the second row's first two pixels, hence the crossed names.
-_OPENCV_BAYER = {
-    "RGGB": cv2.COLOR_BayerBG2RGB_EA,
-    "BGGR": cv2.COLOR_BayerRG2RGB_EA,
-    "GRBG": cv2.COLOR_BayerGB2RGB_EA,
-    "GBRG": cv2.COLOR_BayerGR2RGB_EA,
-}
-# Okabe-Ito colours for the weight maps: frame 0 (the reference) first.
-_PALETTE = (
-    np.array(
-        [
-            [240, 228, 66],
-            [0, 114, 178],
-            [213, 94, 0],
-            [0, 158, 115],
-            [204, 121, 167],
-            [86, 180, 233],
-            [230, 159, 0],
-        ],
-        np.float32,
-    )
-    / 255
-)
 
 
 @dataclass(frozen=True)
@@ -84,77 +61,10 @@ def output_paths(source: StackSource, out_dir: Path, options: OutputOptions) -> 
     return paths
 
 
-def develop(rgb: np.ndarray, camera: CameraInfo) -> np.ndarray:
-    """Camera RGB (..., 3) linear [0, 1] -> linear sRGB [0, 1] with ``camera``'s white balance and
-    matrix (:func:`fusecli.colour.develop`)."""
-    return colour.develop(rgb, camera.white_balance, camera.color_matrix)
-
-
-def render_raw(planes: np.ndarray, camera: CameraInfo, linear: bool = False) -> np.ndarray:
-    """Packed planes (4, h, w) [0, 1] -> (2h, 2w, 3) float32 sRGB (or linear sRGB) [0, 1], upright."""
-    mosaic = np.round(unpack_bayer(np.clip(planes, 0, 1), camera.cfa) * 65535).astype(np.uint16)
-    demosaiced = cv2.cvtColor(mosaic, _OPENCV_BAYER[camera.cfa]).astype(np.float32) / 65535
-    rgb = develop(demosaiced, camera)
-    return orient(rgb if linear else colour.linear_to_srgb(rgb), camera.orientation)
-
-
-def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
-    """What a viewer shows of (C, H, W) linear [0, 1] in a stack's domain -> (H', W', 3 or 1) float32
-    display-referred [0, 1], upright: RAW developed as the TIFF/JPEG outputs are (demosaic, white
-    balance, camera matrix, sRGB curve); RGB and mono with the sRGB curve (for frames decoded from
-    sRGB files, the values as stored)."""
-    if stack.kind == "raw" and stack.camera is not None:
-        return render_raw(chw, stack.camera)
-    return colour.linear_to_srgb(np.moveaxis(chw, 0, -1))
-
-
-def develop_half(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
-    """Packed planes (4, h, w) [0, 1] -> (h, w, 3) linear sRGB [0, 1] at half resolution (R, mean
-    of the greens, B: no demosaic), unrotated: for previews and contact sheets."""
-    return develop(np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1), camera)
-
-
-def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:
-    """A small sRGB picture of packed planes (4, h, w) [0, 1] for the DNG's preview -> (h', w', 3)
-    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it).
-    The planes are shrunk before they are developed (developing all 24 MP first cost 0.2-0.6 s of a
-    24 MP stack's ~1.2 s on the 2-core CI machine; the two differ only where averaging and clipping
-    do not commute, in clipped highlights)."""
-    _, h, w = planes.shape
-    scale = min(1.0, side / max(h, w))
-    if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        planes = np.stack([cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in planes])
-    return np.round(colour.linear_to_srgb(develop_half(planes, camera)) * 255).astype(np.uint8)
-
-
-def orient(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1..8) to an (H, W, ...) image."""
-    ops = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.swapaxes(0, 1),
-        6: lambda a: a.swapaxes(0, 1)[:, ::-1],
-        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
-        8: lambda a: a.swapaxes(0, 1)[::-1],
-    }
-    return np.ascontiguousarray(ops[orientation](image)) if orientation in ops else image
-
-
-def weight_map(weights: np.ndarray) -> np.ndarray:
-    """(K, Cw, H, W) weights -> (H, W, 3) uint8: each pixel coloured by the frames it came from."""
-    w = weights.mean(axis=1)  # per-channel weights: their mean per frame
-    colours = np.concatenate([_PALETTE] * (w.shape[0] // len(_PALETTE) + 1))[: w.shape[0]]
-    rgb = np.einsum("khw,kc->hwc", w, colours)
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
 def to_mosaic16(planes: np.ndarray, cfa: str) -> np.ndarray:
     """Packed planes (4, h, w) [0, 1] -> (2h, 2w) uint16 Bayer mosaic (white 65535), in bands of
-    :data:`fusecli.io.raw.BAND_ROWS` rows, every plane's rows into one band of the mosaic (the scaled
-    and rounded rows stay in the caches: 34-35 -> 28-29 ms at 24 MP, ``python bench/profile_fuse.py``;
-    and a 50 MP stack's float mosaic and its rounded copies would cost 600 MB)."""
+    :data:`fusecli.io.raw.BAND_ROWS` rows, every plane's rows into one band of the mosaic: the scaled
+    and rounded rows stay in the caches, and no full-size float copy of the mosaic is made."""
     _, h, w = planes.shape
     mosaic = np.empty((2 * h, 2 * w), np.uint16)
     scratch = np.empty((BAND_ROWS, w), np.float32)
@@ -173,7 +83,7 @@ def to_mosaic16(planes: np.ndarray, cfa: str) -> np.ndarray:
 def _quantise(rgb: np.ndarray, dtype: type) -> np.ndarray:
     """(H, W, C) float [0, 1], any strides -> a new C-contiguous (H, W, C) array of ``dtype`` (uint8
     or uint16): round(clip(x) * max). In bands of rows, so the float temporaries are a band's, not
-    the image's (one 12 MP TIFF stack's peak RSS: 1.44 -> 1.33 GiB)."""
+    the image's."""
     top = np.float32(np.iinfo(dtype).max)
     out = np.empty(rgb.shape, dtype)
     for y in range(0, rgb.shape[0], 256):
@@ -206,6 +116,7 @@ def write_outputs(
     source: StackSource,
     fused: np.ndarray,
     weights: np.ndarray | None,
+    *,
     options: OutputOptions,
     paths: Sequence[Path],
     only: Sequence[Path] | None = None,
@@ -226,13 +137,13 @@ def write_outputs(
             ref = stack.infos[0]
             carried = capture_metadata(ref.path)  # lens, focal length, copyright, artist of the reference
             exposure = Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp, **carried)
-            write_dng(path, mosaic, camera, exposure, "fusecli fuse", preview=dng_preview(fused, stack.camera))
+            write_dng(path, mosaic, camera, exposure, software="fusecli fuse", preview=dng_preview(fused, stack.camera))
             continue
         if stack.kind == "raw":
             rgb = render_raw(fused, stack.camera, linear=options.linear and fmt == "tiff")
         else:
             if picture is None:
-                chw = colour.linear_to_srgb(fused) if stack.transfer == "srgb" else fused
+                chw = linear_to_srgb(fused) if stack.transfer == "srgb" else fused
                 picture = np.moveaxis(chw, 0, -1)
             rgb = picture
         write_picture(path, rgb, SUFFIX[fmt])

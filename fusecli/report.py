@@ -9,7 +9,7 @@ above it (:func:`sheet_size` gives its size):
   the weight map (the colours of ``fuse --save-weights``; absent for methods without weights).
 
 Images are shown as a viewer would: packed RAW planes at half resolution (R, mean of the greens, B),
-developed as ``fuse`` develops TIFFs (:func:`fusecli.outputs.develop`), sRGB curve, upright; RGB
+developed as ``fuse`` develops TIFFs (:func:`fusecli.develop.develop`), sRGB curve, upright; RGB
 and mono frames with the sRGB curve.
 
 Summary plot (``DIR/summary.png``): per metric, the per-stack values of each method as points with
@@ -24,9 +24,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fusecli.colour import linear_to_srgb
+from fusecli.develop import display_rgb, orient, weight_map
 from fusecli.evaluate import HIGHER_IS_BETTER, Case, Prediction
-from fusecli.outputs import develop_half, orient, weight_map, write_picture
+from fusecli.outputs import write_picture
 from fusecli.stack import Stack
 
 TILE = 256  # tile width in pixels
@@ -34,16 +34,6 @@ CAPTION = 20  # caption strip height
 GAP = 4
 ERROR_SCALE = 4.0
 SUMMARY_METRICS = ("psnr", "ssim", "mef_ssim", "l1", "total")
-
-
-def display_rgb(chw: np.ndarray, stack: Stack) -> np.ndarray:
-    """(C, H, W) linear [0, 1] in the stack's domain -> (H', W', 3) float32 sRGB [0, 1], upright."""
-    if stack.kind == "raw" and stack.camera is not None:
-        return orient(linear_to_srgb(develop_half(chw, stack.camera)), stack.camera.orientation)
-    hwc = np.moveaxis(chw, 0, -1)
-    if hwc.shape[-1] == 1:
-        hwc = np.repeat(hwc, 3, axis=-1)
-    return linear_to_srgb(np.clip(hwc[..., :3], 0, 1))
 
 
 def tile_height(stack: Stack) -> int:

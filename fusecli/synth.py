@@ -30,7 +30,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fusecli.colour import RGB_TO_XYZ, linear_to_srgb, srgb_to_linear
+from fusecli.develop import RGB_TO_XYZ, linear_to_srgb, srgb_to_linear
 from fusecli.errors import FuseError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import read_radiance, write_label
@@ -345,6 +345,7 @@ def write_bracket(folder: Path, bracket: SynthBracket) -> None:
 def synthesise(
     radiance_paths: Sequence[Path],
     out: Path,
+    *,
     stacks_per_map: int = 1,
     procedural: int = 0,
     cfg: SynthConfig | None = None,

@@ -156,7 +156,7 @@ def validate(model: torch.nn.Module, samples: Sequence[Sample], loss_fn: FusionL
         reference = torch.tensor([s.reference], device=device)
         display = torch.tensor([float(s.display)], device=device)
         fused, weights = model(frames, ratios, reference, display_referred=display)
-        total, terms = loss_fn(fused, label, frames, weights, reference, display)
+        total, terms = loss_fn(fused, label, frames, weights, reference=reference, display=display)
         values = {"total": total, **terms, "psnr": psnr(fused, label), "ssim": ssim(fused, label)}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v)
@@ -304,7 +304,7 @@ def train(
             # forward and loss
             with autocast:
                 fused, weights = net(frames, ratios, reference, display_referred=display)
-            total, terms = loss_fn(fused.float(), label, frames, weights.float(), reference, display)
+            total, terms = loss_fn(fused.float(), label, frames, weights.float(), reference=reference, display=display)
             # backward and step
             optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -57,6 +57,7 @@ def write_bracket_files(
     folder: Path,
     scene: np.ndarray,
     ratios,
+    *,
     cam: CameraInfo | None = None,
     times=None,
     start=None,

@@ -10,11 +10,12 @@ import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
-from fusecli import align
-from fusecli.align import align_stack, feature_motion, warp_frame
+from fusecli import align, registration
+from fusecli.align import align_stack, warp_frame
 from fusecli.cli import app
 from fusecli.deghost import deghost
 from fusecli.discover import discover
+from fusecli.registration import feature_motion
 from fusecli.stack import load_stack, register
 from fusecli.synth import SynthConfig, synthesise
 
@@ -75,14 +76,14 @@ def test_translation_registration_on_shifted_frames(tmp_path):
 
 def test_registration_leaves_the_shared_pyramids_as_they_were(handheld):
     # the tripod test and every ECC round share one pyramid per frame pair; OpenCV 5.0's phaseCorrelate
-    # windows its inputs in place, which once shifted later rounds' coarse level (errors of 1 px)
+    # windows its inputs in place, which would shift later rounds' coarse level
     stack = load_stack(discover([handheld])[0])
     size = align.registration_size(*stack.frames.shape[-2:])
     shrunk = [align._shrink(f, size) for f in stack.frames[:2]]
-    pair = align._Pair.of(*align._registration_pair(shrunk[0], stack.ratios[0], shrunk[1], stack.ratios[1]))
+    pair = registration.Pair.of(*registration.prepare(shrunk[0], stack.ratios[0], shrunk[1], stack.ratios[1]))
     before = [[level.copy() for level in levels] for levels in (pair.template, pair.image, pair.t_mask, pair.i_mask)]
-    _, run = align._still(pair)
-    align.estimate_warp(pair, "homography", run)
+    _, run = registration.tripod_test(pair)
+    registration.estimate_warp(pair, "homography", run)
     after = (pair.template, pair.image, pair.t_mask, pair.i_mask)
     assert all(np.array_equal(a, b) for x, y in zip(before, after) for a, b in zip(x, y))
 
@@ -281,7 +282,8 @@ def test_half_summary_gives_2x2_means_and_the_brightest_channels_maxima():
 def test_deghosting_reads_the_same_4x4_blocks_from_the_half_summary():
     # 64-row bands, 4x4 blocks from 2x2 ones: the means agree to rounding, "no clipped pixel in the
     # block" exactly, for a frame of 200 x 120 with clipped spots
-    from fusecli.align import CLIP, half_summary
+    from fusecli.align import half_summary
+    from fusecli.registration import CLIP
 
     rng = np.random.default_rng(5)
     frame = np.clip(rng.random((3, 200, 120), dtype=np.float32) * 1.1, 0, 1)

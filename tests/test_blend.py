@@ -14,7 +14,7 @@ from fusecli.blend import (
     srgb_decode,
     srgb_encode,
 )
-from fusecli.colour import linear_to_srgb
+from fusecli.develop import linear_to_srgb
 
 
 def test_a_laplacian_pyramid_collapses_to_its_image_exactly():

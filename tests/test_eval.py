@@ -66,12 +66,12 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
         "grad_sign": grad_sign(y, label),
         "high_smooth": high_smooth(y, label, cfg.h_th),
         "luma_grad": luma_grad(y, frames[:, 0]),
-        "black_reg": black_reg(w, frames, label, cfg.black_threshold, cfg.black_kernel),
+        "black_reg": black_reg(w, frames, label, threshold=cfg.black_threshold, kernel=cfg.black_kernel),
         "psnr": psnr(y, label),
         "ssim": ssim(y, label),
     }
     # display-referred: developed as fuse develops its TIFF/JPEG outputs, then PSNR/SSIM and MEF-SSIM
-    from fusecli.outputs import display
+    from fusecli.develop import display
 
     def shown(chw):
         return torch.from_numpy(np.moveaxis(display(chw, stack), -1, 0))[None]

@@ -19,13 +19,13 @@ from conftest import ROOT, child_env, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli.cli import app
-from fusecli.discover import discover
+from fusecli.discover import StackSource, discover
 from fusecli.fuse import fuse_stack
 from fusecli.io.common import FrameInfo
 from fusecli.io.raw import read_camera, read_raw
 from fusecli.model import load_model
 from fusecli.runtime import pick_device
-from fusecli.stack import StackSource, load_stack
+from fusecli.stack import load_stack
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
@@ -221,7 +221,7 @@ def test_real_8bit_stack_fuses_sensibly(real, tmp_path):
     fused = tifffile.imread(tmp_path / "ldr_stack_colour_hdri_frobisher_001_fused.tif").astype(np.float32) / 65535
     assert fused.shape == (426, 640, 3)
     encoded = lambda x: np.moveaxis(x, 0, -1)  # noqa: E731  frames are linear; the TIFF is sRGB like the input
-    from fusecli.colour import linear_to_srgb
+    from fusecli.develop import linear_to_srgb
 
     ref, darkest = linear_to_srgb(encoded(stack.frames[0])), linear_to_srgb(encoded(stack.frames[-1]))
     highlights = ref.max(axis=-1) >= 0.99
@@ -286,7 +286,7 @@ def test_ctrl_c_exits_cleanly_without_partial_outputs(tmp_path):
 def test_develop_renders_clipped_highlights_white_not_magenta():
     from conftest import camera
 
-    from fusecli.outputs import develop
+    from fusecli.develop import develop
 
     cam = camera()  # white balance R x2, B x1.5: gains that turn a clipped (1, 1, 1) magenta
     rgb = develop(np.array([[[1.0, 1.0, 1.0], [0.25, 0.5, 1 / 3]]], np.float32), cam)

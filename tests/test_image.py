@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusecli.colour import linear_to_srgb, srgb_to_linear
+from fusecli.develop import linear_to_srgb, srgb_to_linear
 from fusecli.discover import discover
 from fusecli.errors import FuseError
+from fusecli.exposure import parse_sidecar
 from fusecli.io.image import probe, probe_picture, read_frame, read_label, write_label
-from fusecli.stack import load_stack, parse_sidecar
+from fusecli.stack import load_stack
 
 
 def test_frobisher_real_jpegs_read_in_exposure_order_with_exif_ratios(real):

@@ -154,7 +154,7 @@ def _source_black_reg(weight, target, input_refs):
     raise ValueError("Unsupport weight type")
 
 
-def _random_stack(b=2, k=3, c=4, h=24, w=20, seed=4):
+def _random_stack(b=2, k=3, c=4, *, h=24, w=20, seed=4):
     g = torch.Generator().manual_seed(seed)
     base = torch.rand(b, 1, c, h, w, generator=g)
     ratios = torch.tensor([1.0, 0.25, 0.0625][:k]).view(1, k, 1, 1, 1)

@@ -23,7 +23,7 @@ from fusecli.model import (
 from fusecli.synth import procedural_scene
 
 
-def _stack(b, k, c, h=40, w=56, seed=0):
+def _stack(b, k, c, *, h=40, w=56, seed=0):
     g = torch.Generator().manual_seed(seed)
     scene = torch.rand(b, 1, c, h, w, generator=g) * 3
     ratios = torch.tensor([[4.0**-i for i in range(k)]] * b)

@@ -9,7 +9,8 @@ from conftest import camera, smooth_scene, write_bracket_files
 
 from fusecli.discover import discover
 from fusecli.errors import FuseError
-from fusecli.stack import estimate_ratios, load_stack
+from fusecli.exposure import estimate_ratios
+from fusecli.stack import load_stack
 
 AEB = [1 / 64, 1 / 256, 1 / 16]  # a camera's AEB order: 0, -2, +2 EV
 

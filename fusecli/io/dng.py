@@ -184,6 +184,7 @@ def write_dng(
     mosaic: np.ndarray,
     camera: CameraInfo,
     exposure: Exposure = Exposure(),
+    *,
     software: str = "fusecli",
     preview: np.ndarray | None = None,
 ) -> None:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from fusecli.colour import srgb_to_linear
+from fusecli.choices import Transfer
+from fusecli.develop import srgb_to_linear
 from fusecli.errors import FuseError
 from fusecli.io.common import (
     MAX_PIXELS,
@@ -33,8 +33,6 @@ from fusecli.io.common import (
     parse_exif_datetime,
     positive,
 )
-
-Transfer = Literal["auto", "srgb", "linear"]
 
 _EXIF_IFD = 0x8769
 _EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL = 33434, 33437, 34855, 36867
