@@ -1,6 +1,6 @@
 """Classical fusions that fusecli's network is measured against.
 
-Run as their users run them (README "Evaluating"): :func:`mertens_display` is OpenCV's
+Run as their users run them (docs/evaluation.md): :func:`mertens_display` is OpenCV's
 MergeMertens with its defaults on display-referred 8-bit frames (developed RGB for RAW stacks, the
 stored values for JPEG/PNG), :func:`enfuse_display` is Debian's ``enfuse`` with its defaults on
 16-bit TIFFs of the same frames.

@@ -13,19 +13,16 @@ import torch.nn.functional as F
 
 #: Well-exposedness: a Gaussian around mid-grey of this width (Mertens, Kautz, Van Reeth 2007).
 WELL_EXPOSED_SIGMA = 0.2
-#: Added to contrast and saturation before their logs: large enough that float rounding cannot decide
-#: a weight. At 1e-12 (OpenCV's figure, which adds it to the product, not inside a log), the ~1e-7
-#: rounding noise of a smooth patch's Laplacian swung a log weight by up to 10, and float32 and float64
-#: fusions of the same real brackets differed by up to 0.37 in spots (so would CPU and GPU); at 1e-5,
-#: by at most 6e-4 (1e-6: 7e-3; `bench/precision.py`). Below one 16-bit step (1.5e-5); the real brackets' mean MEF-SSIM
-#: moved 0.9735 -> 0.9728 with the model trained at 1e-12 (bench/README.md, "Precision").
+#: Added to contrast and saturation before their logs: above the ~1e-7 rounding noise of a smooth
+#: patch's Laplacian, so float rounding (float32 against float64, CPU against GPU) cannot decide a
+#: weight, and below one 16-bit step (1.5e-5), so real contrast still does.
 _EPS = 1e-5
 
 
 def srgb_encode(x: torch.Tensor) -> torch.Tensor:
     """sRGB transfer. x: any shape, linear [0, 1] -> same shape, encoded [0, 1] (differentiable)."""
     x = x.clamp(0.0, 1.0)
-    # exp(log(x) / 2.4), not x ** (1 / 2.4): the same to 1 ulp, and pow cost 1.6x more on CPU
+    # exp(log(x) / 2.4), not x ** (1 / 2.4): the same to 1 ulp, and cheaper than pow on the CPU
     high = torch.exp(torch.log(x.clamp_min(0.0031308)) * (1 / 2.4)) * 1.055 - 0.055
     return torch.where(x <= 0.0031308, 12.92 * x, high)
 
@@ -39,8 +36,8 @@ def srgb_decode(y: torch.Tensor) -> torch.Tensor:
 
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
     """One Gaussian pyramid step: an antialiased (triangle-filter) halving. (N, M, H, W) ->
-    (N, M, ceil(H/2), ceil(W/2)). Burt & Adelson's 5-tap binomial kernel was tried first: as a
-    1-channel convolution or as shifted sums it cost 4-10x more on CPU for the same blend."""
+    (N, M, ceil(H/2), ceil(W/2)). Cheaper on the CPU than Burt & Adelson's 5-tap binomial kernel,
+    for the same blend."""
     h, w = x.shape[-2:]
     return F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", antialias=True, align_corners=False)
 
@@ -116,7 +113,7 @@ def _measures(encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
     p = F.pad(grey, (1, 1, 1, 1), mode="replicate")
     contrast = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4.0 * grey).abs()
     saturation = None
-    if encoded.shape[2] > 1:  # (std over channels written out: torch.std over a short dim is 7x slower here)
+    if encoded.shape[2] > 1:  # (std over channels written out: torch.std over a short dim is slow)
         saturation = ((encoded - grey[:, :, None]) ** 2).mean(dim=2).sqrt()
     exposed = (-((encoded - 0.5) ** 2) / (2 * WELL_EXPOSED_SIGMA**2)).sum(dim=2)
     return contrast, saturation, exposed.clamp_min(-27.6)

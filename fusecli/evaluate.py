@@ -1,6 +1,6 @@
 """Scoring fusions: the seed's loss terms, PSNR, SSIM and MEF-SSIM for the model, classical
-baselines and other tools' outputs, per stack and aggregated. README.md ("Evaluating") says what is
-scored and how; docs/design.md records the choices.
+baselines and other tools' outputs, per stack and aggregated. docs/evaluation.md says what is
+scored and how, and why.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def score(
         else torch.full((1, k, 1, *y.shape[-2:]), 1.0 / k, device=device)
     )
     # the loss's MEF-SSIM term is a training term that eval does not report (mef_ssim, on the
-    # display-referred images, is): not computed (it was a third of eval's time on 10-frame stacks)
+    # display-referred images, is): not computed, as it would cost a large share of eval's time
     _, terms = FusionLoss(dataclasses.replace(loss_config, lambda_mef=0.0))(y, y_star, f, weights)
     for name, value in ((n, v) for n, v in terms.items() if n in METRICS):
         out[name] = float(value)

@@ -1,8 +1,8 @@
 """Fusing stacks: the network on one stack (in bands of rows when it is large), and the batch loop
 that opens, fuses and writes every stack of a run (one bad stack does not stop the others).
 
-What is written, and the guarantees about it, is :mod:`fusecli.outputs`; README.md ("Fusing")
-describes the behaviour.
+What is written is :mod:`fusecli.outputs`'s; docs/fusing.md describes the behaviour and its
+guarantees.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from fusecli.stack import Stack, StackOptions, open_stack, prefetch
 
 #: GiB of full-resolution temporaries by default (``fuse --max-memory``).
 MAX_MEMORY_GIB = 0.25
-#: The most stacks opened at once by default (each holds a stack in memory: 0.9 GB for 24 MP RGB).
+#: The most stacks opened at once by default (each holds a stack in memory).
 MAX_DEFAULT_JOBS = 4
 #: Stacks whose frames take at most this (as float32: 7 MP RGB, 3 frames) get a second opener on two
 #: cores and more: each costs little memory, and opening with alignment outlasts the fusion.
@@ -39,10 +39,9 @@ def default_jobs(sources: Sequence[StackSource] = ()) -> int:
     :data:`MAX_DEFAULT_JOBS`; at least two on two cores and more when every one of ``sources`` is
     small (:data:`SMALL_STACK_BYTES`). Opening (LibRaw, tifffile, registration, deghosting) runs
     mostly on one core while the fusion takes every core (or the GPU). On two cores a second opener
-    gained 5-12 % with alignment (20 real 1 MP JPEG brackets 6.92, 7.45 s against 7.82, 8.07 s; five
-    24 MP DNG stacks 0.59-0.60 against 0.64-0.66 s per stack, for 0.4 GB), nothing without it
-    (bench/README.md, "fuse --jobs N"): small stacks take it for one more stack's memory, large ones
-    keep one there (ten 12 MP TIFF stacks gained nothing and peaked at 2.51 against 1.86 GiB)."""
+    pays where opening with alignment outlasts the fusion: small stacks take it for one more stack's
+    memory, large ones keep one there, where it gains nothing and costs a stack's memory
+    (``bench/bench_folder.py``, ``bench/bench_enfuse.py`` and ``bench/bench_fuse.py`` take ``--jobs``)."""
     cores = usable_cores()
     jobs = max(1, min(MAX_DEFAULT_JOBS, cores // 4))
     if cores >= 2 and sources and max(s.frame_bytes for s in sources) <= SMALL_STACK_BYTES:
@@ -102,8 +101,8 @@ def fuse_stack(
     shown = torch.tensor([float(stack.transfer == "srgb")], device=device)  # decoded from camera JPEG/PNG
     rows = band_rows(stack.frames.shape, model.config.weight_channels(stack.frames.shape[1]), max_memory_gib)
     if device.type == "cuda":
-        # float16, not bfloat16: as fast on an H200 and 8-16x closer to float32 (max |difference| 1.2e-3
-        # against 1e-2 to 2e-2; bench/bench_gpu.py); the network's activations are far inside its range
+        # float16, not bfloat16: as fast and closer to float32 (bench/bench_gpu.py compares them); the
+        # network's activations are far inside float16's range
         with torch.autocast("cuda", dtype=torch.float16):
             fused, weights = model(frames, ratios, band_rows=rows, keep_weights=keep_weights, display_referred=shown)
     else:
@@ -122,7 +121,7 @@ def fuse_stack(
 
 def to_host(t: torch.Tensor) -> np.ndarray:
     """A tensor's values as a host array; from a CUDA device through page-locked memory (torch's
-    caching host allocator), which copies at the bus's speed: a 24 MP RGB result in 18 ms pageable."""
+    caching host allocator), which copies at the bus's speed."""
     if t.device.type != "cuda":
         return t.cpu().numpy()
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)

@@ -11,7 +11,7 @@ Gradients are forward differences, ``dx a = a[..., :, 1:] - a[..., :, :-1]`` and
 to. Every function returns a 0-dim tensor on the inputs' device and in their dtype, differentiable in
 ``y`` and ``weights``. Nothing here names a device: all tensors are created from the inputs.
 
-Where the seed's code is broken or silent, the choices are (see the README, "The loss"):
+Where the seed's code is broken or silent, the choices are (docs/model.md, "The loss"):
 
 - ``.cuda()`` is gone: masks are built with ``torch.where`` on the input's device.
 - ``raise 'string'`` is replaced by a ``ValueError`` that names the expected shapes, and
@@ -229,7 +229,7 @@ TRAINING_TERMS = ("black_reg", "mef")
 
 @dataclass
 class LossConfig:
-    """Weights and parameters of the combined loss (README, "The loss", says why these defaults);
+    """Weights and parameters of the combined loss (docs/model.md, "The loss", says why these defaults);
     :meth:`formula` writes the total out."""
 
     gamma: float = 40.0

@@ -87,8 +87,8 @@ def _windows(device, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
 def _filter(t: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Valid correlation of every map of ``t`` (B, M, H, W) with the separable window ``kernel``
     (w,) x (w,) -> (B, M, H-w+1, W-w+1): a row pass then a column pass, as pytorch-msssim does.
-    The maps are the channels of one depthwise convolution in channels-last layout: 17x faster on
-    CPU than a batch of one-channel convolutions (294 ms -> 17 ms for 10 maps of 768 x 768)."""
+    The maps are the channels of one depthwise convolution in channels-last layout, far faster on the
+    CPU than a batch of one-channel convolutions."""
     b, m, h, w = t.shape
     k = kernel.shape[0]
     x = t.reshape(1, b * m, h, w).contiguous(memory_format=torch.channels_last)

@@ -5,8 +5,7 @@ exposure and channel (``"channel"``), softmax-normalised over the K frames, and 
 with them across a Laplacian pyramid. The weights are exposure fusion's (Mertens et al. 2007:
 contrast x saturation x well-exposedness, computed on the display-encoded frames) times a learned,
 smooth correction; the network starts from the classical result (a zero correction) and learns
-where to depart from it. README.md ("Fusing", "The network") says what it does; docs/design.md
-("Fusion") why.
+where to depart from it. docs/model.md says what it does; docs/design.md ("Fusion") why.
 
 A model file is ``NAME.safetensors`` (weights; loading never unpickles) plus ``NAME.json`` (format,
 architecture, supported C and K, input domains, loss configuration, training data, fusecli version).
@@ -57,7 +56,7 @@ class ModelConfig:
     blend_side: int = 800  # longest side up to which the pyramid blend runs at full resolution
     #: How much of the learned correction display-referred stacks (camera JPEG/PNG) get when fusing
     #: (not in training, which learns the whole correction): 0 is exposure fusion's weights, 1 all of
-    #: the correction. Set on a trained model's sidecar from real brackets (README, "Real photographs").
+    #: the correction. Set on a trained model's sidecar (docs/model.md).
     display_correction: float = 1.0
 
     def __post_init__(self) -> None:
@@ -92,8 +91,8 @@ def upsample_rows(coef: torch.Tensor, rows: slice, height: int, width: int) -> t
     """Bilinear upsampling (align_corners=False) of (N, M, h, w) to (height, width), only for output
     ``rows``: exactly the rows a whole-image upsampling would give, so banded and whole-image results
     agree. Vertically each output row mixes its two input rows (O(rows * w)); horizontally PyTorch's
-    linear interpolation, O(rows * width). (A dense (rows, h) interpolation matrix cost 20x more
-    once the low-resolution side grew to the blend size.)"""
+    linear interpolation, O(rows * width), not a dense (rows, h) interpolation matrix, whose cost
+    grows with the blend size."""
     n, m, h, w = coef.shape
     lo, hi, frac = _interp_rows(rows, height, h, coef)
     tall = torch.lerp(coef.index_select(2, lo), coef.index_select(2, hi), frac[:, None])  # (N, M, rows, w)
@@ -134,7 +133,7 @@ def clip_penalty(encoded: torch.Tensor) -> torch.Tensor:
         clipped = ((encoded.amax(dim=2, keepdim=True) - 0.95) / 0.05).clamp(0.0, 1.0)
         unclipped = 1.0 - clipped
         # the best unclipped share among the darker frames j > k: a reverse running maximum, shifted
-        # (a loop over the K frames: torch.cummax over a short middle dimension cost 10x more)
+        # (a loop over the K frames: torch.cummax over a short middle dimension is far slower)
         later = [torch.zeros_like(unclipped[:, 0])]
         for j in range(encoded.shape[1] - 1, 0, -1):
             later.append(torch.maximum(later[-1], unclipped[:, j]))
@@ -370,9 +369,8 @@ class FuseNet(nn.Module):
         return fused, out_weights
 
 
-#: Bytes of a band's working set (its upsampled maps and its sum) in the full-resolution stage.
-#: Measured on the 2-core CI machine at 12 MP (bench/README.md): bands that fit a core's L2 (1 MiB)
-#: cost 2.4x more than 16 MiB ones, each band's dozen small operations dominating.
+#: Bytes of a band's working set (its upsampled maps and its sum) in the full-resolution stage: large
+#: enough that each band's dozen small operations do not dominate (bands that fit a core's L2 do).
 BAND_BYTES = 16 * 2**20
 
 

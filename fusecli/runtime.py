@@ -1,9 +1,10 @@
 """Process-wide set-up that only an entry point (the CLI, a benchmark) may do, never a library import.
 
 On Linux with glibc, every tensor above the mmap threshold (32 MiB at most) is mapped fresh from the
-kernel and returned on free, so each large temporary costs page faults and zeroing. For the loss at
-16 x 4 x 512 x 512 that was 70 % of its CPU time (bench/README.md). Keeping freed memory in the heap
-(as the jemalloc/tcmalloc that PyTorch's CPU performance guide recommends would) removes that cost.
+kernel and returned on free, so each large temporary costs page faults and zeroing: most of the
+loss's CPU time at training sizes (``python bench/bench_losses.py --system-malloc`` measures it).
+Keeping freed memory in the heap (as the jemalloc/tcmalloc that PyTorch's CPU performance guide
+recommends would) removes that cost.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ def keep_freed_memory() -> bool:
             and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
             and libc.mallopt(_M_TOP_PAD, 64 * 2**20) == 1
             # one arena for every thread: what the decode thread frees serves the fusion and the
-            # writer (glibc gives each thread its own arena, and kept memory is kept per arena:
-            # a 12 MP TIFF stack peaked at 1.96 GiB with three arenas, 1.44 GiB with one)
+            # writer (glibc gives each thread its own arena, and kept memory is kept per arena)
             and libc.mallopt(_M_ARENA_MAX, 1) == 1
         )
     except (OSError, AttributeError):
@@ -56,14 +56,12 @@ def usable_cores() -> int:
 #: What the native libraries read from the environment when they load (a value the user set is kept).
 LIBRARY_DEFAULTS = {
     # PyTorch's OpenMP threads sleep, not spin, between parallel regions, so the stages beside the
-    # model (decoding the next stack, writing the last) get a core: ten 12 MP TIFF stacks 10.5 s
-    # against 13.5-14.2 s with libgomp's default (the model alone is a fifth slower with it: the
-    # pipeline decides; bench/README.md, fifth session)
+    # model (decoding the next stack, writing the last) get a core; the model alone is slower so,
+    # the pipeline faster (bench/bench_enfuse.py)
     "OMP_WAIT_POLICY": "PASSIVE",
     # NumPy asks the kernel for transparent huge pages for every array of 4 MiB and more; under the
     # kernel's default defrag setting ("madvise") the first touch of such memory waits for memory
-    # compaction while the heap grows: ten 12 MP TIFF stacks 10.8-11.5 -> 9.9-10.3 s (system time
-    # 4.5 -> 2.8-3.0 s), a 24 MP DNG folder's command 1.12-1.16 -> 0.86-0.89 s per stack (bench/README.md)
+    # compaction while the heap grows (system time on every large TIFF or DNG stack)
     "NUMPY_MADVISE_HUGEPAGE": "0",
 }
 

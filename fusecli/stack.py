@@ -98,7 +98,7 @@ def validate(source: StackSource) -> None:
 
 def _reorder(frames: np.ndarray, order: Sequence[int]) -> None:
     """frames[i] = frames[order[i]] for every i, in place, one frame's copy at a time (not a copy of
-    the whole stack: 432 MB for three 12 MP RGB frames)."""
+    the whole stack)."""
     done = [False] * len(order)
     for start in range(len(order)):
         if done[start] or order[start] == start:
@@ -113,7 +113,7 @@ def _reorder(frames: np.ndarray, order: Sequence[int]) -> None:
 def frame_buffer(shape: tuple[int, ...], pinned: bool) -> np.ndarray:
     """An uninitialised float32 array for a stack's frames; ``pinned``: in page-locked memory (torch's
     caching host allocator, reused from stack to stack), which a CUDA device copies from at the bus's
-    speed: three 24 MP RGB frames in 16 ms rather than 124 ms (bench/bench_gpu.py, H200)."""
+    speed (bench/bench_gpu.py measures it)."""
     if not pinned:
         return np.empty(shape, dtype=np.float32)
     import torch

@@ -114,9 +114,10 @@ def render_label(clean: np.ndarray, ratios: Sequence[float], knee: float = 0.5, 
     ``knee``, logarithmic above, reaching 1 where the darkest frame clips); the detail is added back
     unchanged. So dark regions keep the 1/1 exposure's brightness exactly, highlights are compressed
     without brightness inversion (monotone base), local contrast is kept (full detail), and the
-    edge-stopping base leaves no halos (a guided filter was tried first: it leaked 5 % across a
-    100:1 edge). Each value is then clamped between the darkest and the
-    brightest clean frame at that pixel, so a weighting of the frames can reach the label.
+    edge-stopping base leaves no halos (a guided filter leaks across strong edges; a test holds the
+    dark side of a 100:1 edge at its brightness right up to the edge). Each value is then clamped
+    between the darkest and the brightest clean frame at that pixel, so a weighting of the frames can
+    reach the label.
     """
     m = clean.max(axis=0)
     e_max = 1.0 / min(ratios)

@@ -308,14 +308,14 @@ def read_camera(path: Path) -> CameraInfo:
 
 
 #: Packed rows normalised at a time: the mosaic's band and the planes' rows stay in the caches through
-#: the subtract, scale and clip (bench/README.md, "Reading a 24 MP DNG").
+#: the subtract, scale and clip (bench/bench_read.py measures it).
 BAND_ROWS = 16
 
 
 def normalise_planes(mosaic: np.ndarray, camera: CameraInfo, planes: np.ndarray) -> None:
     """The visible mosaic (2H, 2W) uint16 -> ``planes`` (4, H, W) float32 in [0, 1]: each CFA site less
     its black level, over white - black, clipped. In bands of :data:`BAND_ROWS` rows, every plane's
-    rows from one band of the mosaic (arithmetic in place; a 64 Ki-entry lookup table was slower)."""
+    rows from one band of the mosaic (arithmetic in place, cheaper than a 64 Ki-entry lookup table)."""
     h2, w2 = planes.shape[1:]
     sites = [
         (dy, dx, np.float32(b), np.float32(1.0 / (camera.white_level - b)))
