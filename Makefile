@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench samples clean
+.PHONY: demo test test-fast bench samples clean
 
 demo: $(VENV)/.installed
 	$(BIN)/fusecli inspect samples/
@@ -12,18 +12,19 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-# Every benchmark of bench/README.md (the real-bracket one alone takes about 8 minutes on a 2-core CPU). enfuse and hugin-tools
-# (Debian) are installed first when they can be; their comparisons are skipped with a message if not.
+# The suite without the tests marked slow (over 10 s on a 2-core machine)
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every benchmark of bench/README.md, each writing its figures to bench/results/, then the summary
+# tables regenerated from them. Installs nothing: a comparison whose tool (enfuse, hugin-tools) or
+# data (../shared) is missing is skipped with a message.
 bench: $(VENV)/.installed
-	@command -v enfuse >/dev/null && command -v align_image_stack >/dev/null || \
-	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q enfuse hugin-tools >/dev/null 2>&1 || \
-	     sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q enfuse hugin-tools >/dev/null 2>&1 || \
-	     echo "enfuse/hugin-tools could not be installed: their comparisons will be skipped")
 	$(BIN)/python bench/bench_mertens.py
 	$(BIN)/python bench/bench_folder.py
 	$(BIN)/python bench/bench_eval.py
-	$(BIN)/python bench/profile_folder.py
 	$(BIN)/python bench/bench_fuse.py --cli
+	$(BIN)/python bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 2 --align none
 	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
 	$(BIN)/python bench/bench_enfuse.py
 	$(BIN)/python bench/bench_train.py
@@ -32,11 +33,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_read.py
 	$(BIN)/python bench/compare_baselines.py
 	$(BIN)/python bench/highlight_colour.py
-	$(BIN)/python bench/precision.py
-	$(BIN)/python bench/integer_frames.py
-	$(BIN)/python bench/one_read.py
-	$(BIN)/python bench/numba_detail.py
 	$(BIN)/python bench/real_brackets.py
+	$(BIN)/python bench/summary.py --write
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").
 samples: $(VENV)/.installed

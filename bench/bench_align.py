@@ -20,6 +20,8 @@ reference's at the frame's exposure, as fusecli does.
 Either is skipped with a message if missing. ``--procedural-only`` leaves Cannon.exr out (it is too
 small for mosaics of over about 1600 px); ``--registration-only`` stops after the first table (large
 sizes: 4400x3000 mosaics, packed 2200x1500, are registered from each frame's half summary).
+
+Results: bench/results/align[_WxH][_registration].json.
 """
 
 import argparse
@@ -145,6 +147,7 @@ def main() -> None:
             f"({'half Cannon.exr, half procedural' if real else 'procedural only'}), "
             f"{width}x{height} mosaics"
         )
+        registration, fusion = [], []
         print("\nregistration error, packed-plane pixels")
         print(f"{'set':<12}{'mode':<13}{'frames':>7}{'median':>9}{'max':>9}{'unaligned':>11}{'s/stack':>9}")
         for name, mode in (("shift", "translation"), ("shift+turn", "homography"), ("shift+turn", "translation")):
@@ -169,48 +172,98 @@ def main() -> None:
                 f"{name:<12}{mode:<13}{len(errors) + failed:>7}{statistics.median(errors):>9.3f}"
                 f"{max(errors):>9.3f}{failed:>11}{statistics.median(seconds):>9.3f}"
             )
+            registration.append(
+                {
+                    "set": name,
+                    "mode": mode,
+                    "frames": len(errors) + failed,
+                    "median_px": statistics.median(errors),
+                    "max_px": max(errors),
+                    "unaligned": failed,
+                    "s_per_stack": statistics.median(seconds),
+                }
+            )
         print("(targets: translation median < 0.25 px, homography median < 0.5 px)")
-        if a.registration_only:
-            return
+        if not a.registration_only:
+            fusion = fusion_table(root, model, loss, device)
+    shift, turn = registration[0], registration[1]
+    name = "align" + ("" if a.size == "1024x768" else f"_{a.size}") + ("_registration" if a.registration_only else "")
+    common.record(
+        name,
+        {"stacks_per_set": a.stacks, "size": a.size, "registration": registration, "fusion": fusion},
+        [
+            common.headline(
+                f"registration error on synthesised handheld stacks ({a.size} mosaics), translation",
+                round(shift["median_px"], 3),
+                "px median",
+                target="< 0.25 px",
+                met=shift["median_px"] < 0.25,
+            ),
+            common.headline(
+                f"registration error on synthesised handheld stacks ({a.size} mosaics), homography on turned frames",
+                round(turn["median_px"], 3),
+                "px median",
+                target="< 0.5 px",
+                met=turn["median_px"] < 0.5,
+            ),
+        ],
+    )
 
-        print("\nfusion with the bundled model, mean over stacks")
-        print(f"{'set':<12}{'alignment':<30}{'l1':>9}{'PSNR':>8}{'SSIM':>8}{'object l1':>11}{'s/stack':>9}")
-        methods = [
-            ("none", lambda s: s),
-            ("AlignMTB", lambda s: _with(s, align_mtb(s.frames, s.ratios))),
-            ("align_image_stack", None),
-            ("fusecli translation", lambda s: register(s, "translation", False)),
-            ("fusecli homography", lambda s: register(s, "homography", False)),
-            ("fusecli translation+deghost", lambda s: register(s, "translation", True)),
-        ]
-        hugin_missing = shutil.which("align_image_stack") is None
-        for name in ("shift+turn", "object"):
-            for label, fn in methods:
-                if label == "align_image_stack":
-                    if hugin_missing:
-                        continue
-                    fn = lambda s, _n=name: _with(s, align_hugin(s.frames, s.ratios, root / "hugin" / _n / s.name))  # noqa: E731
-                rows, secs, obj = [], [], []
-                for source in discover([root / name]):
-                    stack = load_stack(source)
-                    label_img = stack.read_label()
-                    t0 = time.perf_counter()
-                    stack = fn(stack)
-                    secs.append(time.perf_counter() - t0)
-                    fused, weights = fuse_stack(model, stack, device)
-                    rows.append(score(Prediction(fused, weights), Case(source, stack, label_img), loss))
-                    meta = json.loads((source.frames[0].path.parent / "synth.json").read_text())["motion"].get("object")
-                    if meta:
-                        obj.append(
-                            float(np.abs(fused - label_img).mean(axis=0)[object_mask(meta, *fused.shape[-2:])].mean())
-                        )
-                mean = lambda k, rows=rows: statistics.fmean(r[k] for r in rows)  # noqa: E731
-                o = f"{statistics.fmean(obj):>11.4f}" if obj else f"{'-':>11}"
-                print(
-                    f"{name:<12}{label:<30}{mean('l1'):>9.4f}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{o}{statistics.median(secs):>9.3f}"
-                )
-        if hugin_missing:
-            print("align_image_stack is not installed (Debian: apt-get install hugin-tools): skipped")
+
+def fusion_table(root: Path, model, loss: LossConfig, device: torch.device) -> list[dict]:
+    """Fusion by the bundled model of the turned and moving-object sets after each alignment -> rows."""
+    table = []
+
+    print("\nfusion with the bundled model, mean over stacks")
+    print(f"{'set':<12}{'alignment':<30}{'l1':>9}{'PSNR':>8}{'SSIM':>8}{'object l1':>11}{'s/stack':>9}")
+    methods = [
+        ("none", lambda s: s),
+        ("AlignMTB", lambda s: _with(s, align_mtb(s.frames, s.ratios))),
+        ("align_image_stack", None),
+        ("fusecli translation", lambda s: register(s, "translation", False)),
+        ("fusecli homography", lambda s: register(s, "homography", False)),
+        ("fusecli translation+deghost", lambda s: register(s, "translation", True)),
+    ]
+    hugin_missing = shutil.which("align_image_stack") is None
+    for name in ("shift+turn", "object"):
+        for label, fn in methods:
+            if label == "align_image_stack":
+                if hugin_missing:
+                    continue
+                fn = lambda s, _n=name: _with(s, align_hugin(s.frames, s.ratios, root / "hugin" / _n / s.name))  # noqa: E731
+            rows, secs, obj = [], [], []
+            for source in discover([root / name]):
+                stack = load_stack(source)
+                label_img = stack.read_label()
+                t0 = time.perf_counter()
+                stack = fn(stack)
+                secs.append(time.perf_counter() - t0)
+                fused, weights = fuse_stack(model, stack, device)
+                rows.append(score(Prediction(fused, weights), Case(source, stack, label_img), loss))
+                meta = json.loads((source.frames[0].path.parent / "synth.json").read_text())["motion"].get("object")
+                if meta:
+                    obj.append(
+                        float(np.abs(fused - label_img).mean(axis=0)[object_mask(meta, *fused.shape[-2:])].mean())
+                    )
+            mean = lambda k, rows=rows: statistics.fmean(r[k] for r in rows)  # noqa: E731
+            o = f"{statistics.fmean(obj):>11.4f}" if obj else f"{'-':>11}"
+            print(
+                f"{name:<12}{label:<30}{mean('l1'):>9.4f}{mean('psnr'):>8.2f}{mean('ssim'):>8.4f}{o}{statistics.median(secs):>9.3f}"
+            )
+            table.append(
+                {
+                    "set": name,
+                    "alignment": label,
+                    "l1": mean("l1"),
+                    "psnr": mean("psnr"),
+                    "ssim": mean("ssim"),
+                    "object_l1": statistics.fmean(obj) if obj else None,
+                    "s_per_stack": statistics.median(secs),
+                }
+            )
+    if hugin_missing:
+        print("align_image_stack is not installed (Debian: apt-get install hugin-tools): skipped")
+    return table
 
 
 def _with(stack, frames):

@@ -6,10 +6,12 @@ process from a cold start: wall time, peak RSS, and the CPU time in user and sys
 
 Needs enfuse (Debian: ``apt-get install enfuse``); without it, fusecli alone is measured and the
 comparison is skipped with a message. The stacks are synthesised on the fly from procedural
-scenes (fusecli.synth), exposures 1, 1/4, 1/16, sRGB-encoded as photographers' TIFF stacks are;
+scenes (common.write_tiff_stacks), exposures 1, 1/4, 1/16, sRGB-encoded as photographers' TIFF stacks are;
 fusecli reads them with ``--transfer srgb --ratios 1,0.25,0.0625``. enfuse gets each stack's three
 files and writes one TIFF per stack, one process per stack as a script over a folder runs it.
 Peak RSS is the largest of the processes (``wait4``); times are the median of --repeat runs.
+
+Results: bench/results/enfuse.json.
 """
 
 import argparse
@@ -23,37 +25,8 @@ import time
 from pathlib import Path
 
 import common
-import numpy as np
-import tifffile
-from bench_mertens import RATIOS
-
-from fusecli.develop import linear_to_srgb
-from fusecli.synth import procedural_scene
 
 FUSECLI = [sys.executable, "-m", "fusecli"]
-
-
-def write_stacks(root: Path, count: int, megapixels: float) -> list[list[Path]]:
-    """``count`` folders of 3 sRGB 16-bit TIFFs (H, W, 3), 4:3, different procedural scenes."""
-    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
-    w = int(round(h * 4 / 3))
-    stacks = []
-    for i in range(count):
-        scene = procedural_scene(h, w, np.random.default_rng(i))
-        scene *= np.float32(0.5 / np.percentile(scene, 50))
-        folder = root / f"stack_{i:02d}"
-        folder.mkdir(parents=True)
-        files = []
-        for k, r in enumerate(RATIOS):
-            path = folder / f"frame_{k + 1}.tif"
-            tifffile.imwrite(
-                path,
-                np.round(linear_to_srgb(np.clip(scene * np.float32(r), 0, 1)) * 65535).astype(np.uint16),
-                photometric="rgb",
-            )
-            files.append(path)
-        stacks.append(files)
-    return stacks
 
 
 def run_measured(commands: list[list[str]], env: dict) -> tuple[float, float, float, float]:
@@ -82,7 +55,7 @@ def main() -> None:
     env = common.child_env(OMP_NUM_THREADS="2")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        stacks = write_stacks(root / "in", a.stacks, a.megapixels)
+        stacks = common.write_tiff_stacks(root / "in", a.stacks, a.megapixels)
         ours_cmd = [
             [
                 *FUSECLI,
@@ -95,7 +68,7 @@ def main() -> None:
                 "--transfer",
                 "srgb",
                 "--ratios",
-                ",".join(map(str, RATIOS)),
+                ",".join(map(str, common.RATIOS)),
                 "--overwrite",
                 "--quiet",
                 *(["--jobs", str(a.jobs)] if a.jobs else []),
@@ -124,10 +97,33 @@ def main() -> None:
     print(f"{'tool':<16}{'wall s':>10}{'s/stack':>10}{'peak RSS GiB':>14}{'user s':>9}{'system s':>10}")
     for name, (wall, rss, user, system) in results.items():
         print(f"{name:<16}{wall:>10.2f}{wall / a.stacks:>10.2f}{rss:>14.2f}{user:>9.2f}{system:>10.2f}")
-    if enfuse:
-        print(f"fusecli is {results['enfuse -d 16'][0] / results['fusecli fuse'][0]:.1f}x faster than enfuse")
-    else:
-        print("enfuse is not installed (Debian: apt-get install enfuse): comparison skipped")
+    figures = {
+        "stacks": a.stacks,
+        "megapixels": a.megapixels,
+        "repeat": a.repeat,
+        "jobs": a.jobs,
+        "tools": {
+            name: {"wall_s": wall, "peak_rss_gib": rss, "user_s": user, "system_s": system}
+            for name, (wall, rss, user, system) in results.items()
+        },
+    }
+    if not enfuse:
+        print("enfuse is not installed (Debian: apt-get install enfuse): comparison skipped, nothing recorded")
+        return
+    speedup = results["enfuse -d 16"][0] / results["fusecli fuse"][0]
+    memory = results["fusecli fuse"][1] / results["enfuse -d 16"][1]
+    print(f"fusecli is {speedup:.1f}x faster than enfuse, with {memory:.2f}x its peak memory")
+    what = f"fuse vs enfuse -d 16, {a.stacks} 3-frame {a.megapixels:g} MP 16-bit TIFF stacks, whole commands"
+    common.record(
+        "enfuse",
+        figures,
+        [
+            common.headline(what, round(speedup, 2), "x faster", target=">= 3x", met=speedup >= 3),
+            common.headline(
+                f"{what}: peak memory", round(memory, 2), "x enfuse's", target="<= 1.5x", met=memory <= 1.5
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ with ``--align none``, <= 3x with alignment.
 
     python bench/bench_fuse.py [--stacks 10] [--megapixels 24] [--frames 3] [--repeat 3] [--no-samples] [--cli]
 
-Stacks are synthesised (a smooth gradient scene with noise, RGGB, 14-bit, exposures 1, 1/4, ...).
+Stacks are synthesised (common.write_dng_stack: a smooth gradient scene with noise, RGGB, 14-bit,
+exposures 1, 1/4, ...).
 "fuse" is fusecli.fuse.fuse_sources in this process with the model loaded (decode, fusion, DNG
 write, the next stack decoded while this one is fused); ``--cli`` also times the whole
 ``fusecli fuse`` command as a new process (Python start-up, imports and model load included).
 "decode" is ``rawpy.imread(f).raw_image_visible.copy()`` for every frame, one after another.
 For the memory target, run the large stack alone and read the command's peak RSS:
 --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli.
+
+Results: bench/results/fuse_<megapixels>mp_<frames>f_align-<mode>.json.
 """
 
 import argparse
@@ -20,36 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import common
-import numpy as np
 import rawpy
 
 from fusecli.discover import discover
 from fusecli.fuse import FuseOptions, default_jobs, fuse_sources
-from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import CameraInfo
 from fusecli.model import load_model
 from fusecli.outputs import OutputOptions
 from fusecli.runtime import keep_freed_memory, pick_device
 from fusecli.stack import StackOptions
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
-
-
-def write_stack(folder: Path, megapixels: float, frames: int, seed: int = 0) -> None:
-    h = int(round((megapixels * 1e6 / 1.5) ** 0.5 / 2)) * 2
-    w = int(round(h * 1.5 / 2)) * 2
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    scene = 0.02 + 3.0 * (x / w) * (y / h) + 0.05 * np.random.default_rng(seed).random((h, w), dtype=np.float32)
-    cam = CameraInfo("fusecli", "bench", "RGGB", (2048.0,) * 4, 16383.0, (2.0, 1.0, 1.5), None)
-    folder.mkdir(parents=True)
-    for k, r in enumerate(0.25**k for k in range(frames)):
-        mosaic = np.clip(np.minimum(scene * r, 1.0) * (16383 - 2048) + 2048, 0, 16383).astype(np.uint16)
-        write_dng(folder / f"f{k}.dng", mosaic, cam, Exposure(time=r / 60, timestamp=datetime(2026, 1, 1, 0, 0, k)))
 
 
 def main() -> None:
@@ -75,8 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big"
         for i in range(a.stacks):
-            write_stack(big / f"stack_{i:02d}", a.megapixels, a.frames, seed=i)
-        cases = [] if a.no_samples else [("samples (3 stacks, 3 x 0.2 MP)", SAMPLES)]
+            common.write_dng_stack(big / f"stack_{i:02d}", a.megapixels, a.frames, seed=i)
+        cases = [] if a.no_samples else [("samples (3 stacks, 3 x 0.2 MP)", common.SAMPLES)]
+        rows = []
         for name, folder in cases + [(f"{a.stacks} x {a.megapixels:g} MP, {a.frames} frames", big)]:
             sources = discover([folder])
             jobs = a.jobs or default_jobs(sources)
@@ -96,6 +81,8 @@ def main() -> None:
             t_fuse = common.median_seconds(run, a.repeat, warmup=warmup) / len(sources)
             t_decode = common.median_seconds(decode, a.repeat, warmup=warmup) / len(sources)
             print(f"{name:<36}{t_fuse:>9.3f}{t_decode:>9.3f}{t_fuse / t_decode:>7.2f}x   ({jobs} opened at once)")
+            row = {"stacks": name, "jobs": jobs, "fuse_s_per_stack": t_fuse, "decode_s_per_stack": t_decode}
+            rows.append(row)
             if a.cli and folder == big:
                 env = common.child_env()
                 t0 = time.perf_counter()
@@ -124,6 +111,28 @@ def main() -> None:
                     f"{'  the same, fusecli fuse command':<36}{t_cli:>9.3f}{t_decode:>9.3f}{t_cli / t_decode:>7.2f}x"
                     f"   peak RSS {usage.ru_maxrss / 2**20:.2f} GiB"
                 )
+                row.update(command_s_per_stack=t_cli, command_peak_rss_gib=usage.ru_maxrss / 2**20)
+    big_row = rows[-1]
+    ratio = big_row["fuse_s_per_stack"] / big_row["decode_s_per_stack"]
+    limit = 2 if a.align == "none" else 3
+    what = f"fuse per {a.megapixels:g} MP {a.frames}-frame DNG stack vs rawpy's decode, DNG out, --align {a.align}"
+    headlines = [common.headline(what, round(ratio, 2), "x the decode", target=f"<= {limit}x", met=ratio <= limit)]
+    if "command_peak_rss_gib" in big_row:
+        rss = big_row["command_peak_rss_gib"]
+        headlines.append(
+            common.headline(
+                f"fuse command's peak RSS, {a.stacks} x {a.megapixels:g} MP {a.frames}-frame DNG stacks",
+                round(rss, 2),
+                "GiB",
+                target="<= 3 GiB" if a.megapixels >= 50 else None,
+                met=rss <= 3 if a.megapixels >= 50 else None,
+            )
+        )
+    common.record(
+        f"fuse_{a.megapixels:g}mp_{a.frames}f_align-{a.align}",
+        {"align": a.align, "repeat": a.repeat, "rows": rows},
+        headlines,
+    )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

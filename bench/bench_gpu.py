@@ -6,7 +6,7 @@ the device's own copy bandwidth and one read of the frames as floors. Target (th
 
     python bench/bench_gpu.py [--megapixels 1 12 24] [--repeat 20] [--device auto]
 
-Stacks: 3 frames (exposures 1, 1/4, 1/16) of a procedural scene, as bench_mertens.py makes them, in
+Stacks: 3 frames (exposures 1, 1/4, 1/16) of a procedural scene (common.rgb_stack), in
 two layouts: "rgb" (3 channels, H x W = the megapixels) and "raw" (packed Bayer, 4 planes of half
 the width and height: what a DNG of that many megapixels decodes to). Rows:
 
@@ -24,6 +24,8 @@ the width and height: what a DNG of that many megapixels decodes to). Rows:
 Accuracy: bf16 and fp16 outputs against float32 on the same device, and (first size) the CPU's
 float32 against the device's (max |difference| on [0, 1] values, and relative L2). Run on a machine
 without CUDA it times the CPU (a check of the script).
+
+Results: bench/results/gpu_<device>.json.
 """
 
 import argparse
@@ -33,7 +35,6 @@ import time
 import common
 import numpy as np
 import torch
-from bench_mertens import RATIOS, stack
 
 from fusecli.fuse import fuse_stack
 from fusecli.model import load_model
@@ -55,7 +56,7 @@ def copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
 def layouts(megapixels: float) -> dict[str, np.ndarray]:
     """(K, C, H, W) float32 [0, 1] stacks: ``rgb`` of ``megapixels``, and ``raw`` as packed Bayer planes
     (R, G1, G2, B) of a sensor of ``megapixels``."""
-    rgb = stack(megapixels)
+    rgb = common.rgb_stack(megapixels)
     k, _, h, w = rgb.shape
     planes = rgb[:, :, : h // 2 * 2 : 2, : w // 2 * 2 : 2]
     raw = np.ascontiguousarray(np.concatenate([planes[:, :1], planes[:, 1:2], planes[:, 1:2], planes[:, 2:]], axis=1))
@@ -106,7 +107,7 @@ def on_device(model, frames: np.ndarray, device: torch.device, repeat: int, sync
     """(what, seconds) of the model's forward on frames already on the device, per precision, and of its
     full-resolution pass; and each precision's output (1, C, H, W) float32."""
     x = torch.from_numpy(frames)[None].to(device)
-    ratios = torch.tensor([RATIOS], device=device)
+    ratios = torch.tensor([common.RATIOS], device=device)
     detail, detail_times = model._detail, []
 
     def timed_detail(*args, **kwargs):
@@ -176,7 +177,7 @@ def main() -> None:
             for memory in ("pageable", "page-locked") if cuda else ("pageable",):
                 buffer = frame_buffer(frames.shape, memory == "page-locked")  # as fuse decodes for CUDA
                 buffer[:] = frames
-                st = Stack(label, buffer, (), RATIOS, "user", kind, "linear")
+                st = Stack(label, buffer, (), common.RATIOS, "user", kind, "linear")
                 t = common.median_seconds(
                     lambda st=st: fuse_stack(model, st, device, keep_weights=False), a.repeat, sync=sync
                 )
@@ -192,7 +193,9 @@ def main() -> None:
                     print(f"{label}: GPU utilisation not read ({type(e).__name__})")
                 if mp == a.megapixels[0]:  # the same stack on the CPU, float32
                     with torch.inference_mode():
-                        cpu = load_model(None, "cpu")[0](torch.from_numpy(frames)[None], torch.tensor([RATIOS]))[0]
+                        cpu = load_model(None, "cpu")[0](torch.from_numpy(frames)[None], torch.tensor([common.RATIOS]))[
+                            0
+                        ]
                     outputs["cpu fp32"] = cpu.to(device)
             compare(label, outputs)
             table += [(label, what, t, pixels) for what, t in rows]
@@ -204,6 +207,23 @@ def main() -> None:
     for label, what, t, pixels in table:
         print(f"{label:<16}{what:<46}{t * 1e3:>9.2f}{pixels / 1e6 / t:>9.0f}")
     print("target: >= 1000 MP/s (1 gigapixel/s) fused output at 24 MP")
+    rows = [
+        {"stack": label, "what": what, "ms": t * 1e3, "mp_per_s": pixels / 1e6 / t} for label, what, t, pixels in table
+    ]
+    biggest = max(a.megapixels)
+    memory = "page-locked" if cuda else "pageable"
+    headlines = [
+        common.headline(
+            f"fused output per second, {label}, host to host ({device}, {memory} frames)",
+            round(pixels / 1e6 / t),
+            "MP/s",
+            target=">= 1000 MP/s",
+            met=pixels / 1e6 / t >= 1000,
+        )
+        for (label, what, t, pixels), mp in zip(table, [float(row[0].split()[0]) for row in table])
+        if what == f"host->host: fuse_stack, {memory} frames" and mp >= 0.9 * biggest
+    ]
+    common.record(f"gpu_{device.type}", {"rows": rows}, headlines)
 
 
 if __name__ == "__main__":

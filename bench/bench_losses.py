@@ -7,6 +7,8 @@ Prints the median of --repeat timed runs after two warm-ups, per weight mode (pe
 channel; per frame and channel: 4): the loss alone (fused image and weights as leaf tensors), and
 with the softmax and weighted sum that produce them. ``--system-malloc`` leaves glibc's default
 allocator behaviour (see fusecli/runtime.py) to show what it costs.
+
+Results: bench/results/losses_<device>[_system-malloc].json.
 """
 
 import argparse
@@ -58,10 +60,25 @@ def main() -> None:
         f"{a.device}, allocator {allocator}"
     )
     print(f"{'weights':<32}{'loss only s':>12}{'+softmax+sum s':>16}")
+    rows = {}
     for cw, name in ((1, "per frame (B,K,1,H,W)"), (4, "per frame+channel (B,K,4,H,W)")):
         only = run(a.batch, a.size, a.frames, cw, device=a.device, repeat=a.repeat, loss_only=True)
         full = run(a.batch, a.size, a.frames, cw, device=a.device, repeat=a.repeat, loss_only=False)
         print(f"{name:<32}{only:>12.3f}{full:>16.3f}")
+        rows[name] = {"loss_only_s": only, "with_softmax_and_sum_s": full}
+    shape = f"{a.batch} x 4 x {a.size} x {a.size}, K = {a.frames}"
+    suffix = "_system-malloc" if a.system_malloc else ""
+    common.record(
+        f"losses_{a.device}{suffix}",
+        {"shape": shape, "device": a.device, "allocator": allocator, "weights": rows},
+        [
+            common.headline(
+                f"full loss forward + backward, {shape}, per-channel weights, {a.device}, {allocator}",
+                round(rows["per frame+channel (B,K,4,H,W)"]["loss_only_s"], 3),
+                "s",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

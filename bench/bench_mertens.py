@@ -5,17 +5,18 @@ the memory-traffic floor. Targets: fusecli >= 3x faster than MergeMertens; its f
 
     python bench/bench_mertens.py [--megapixels 12 24] [--repeat 3]
 
-The stack is synthesised on the fly: a procedural radiance map (fusecli.synth.procedural_scene) at
-exposures 1, 1/4, 1/16, clipped to [0, 1]. fusecli runs FuseNet's forward (weights kept, as
+The stack is synthesised on the fly (common.rgb_stack: a procedural scene at exposures 1, 1/4,
+1/16, clipped to [0, 1]). fusecli runs FuseNet's forward (weights kept, as
 ``fuse --save-weights`` does, in bands of rows for the temporaries ``fuse --max-memory`` allows by
 default) on a (1, 3, 3, H, W) float32 tensor; Mertens runs
 ``cv2.createMergeMertens().process`` on the same frames as three (H, W, 3) float32 images. Neither
 timing includes building its input layout. "full-res" is the model's full-resolution stage alone
 (``FuseNet._detail``: upsampling the blend and adding each frame's detail, output written); "floor"
 is one read of the same float32 frames and one write of an output buffer: the faster of
-``frames.sum(dim=1)`` and ``(f0 + f1).add_(f2)`` (the sum's reduction over a middle dimension ran at
-a third of the memory's speed here: 110-120 ms at 12 MP against 24-52 ms for the additions, so until
-2026-11-26 the floor was three times too lenient).
+``frames.sum(dim=1)`` and ``(f0 + f1).add_(f2)`` (a reduction over a middle dimension can run far
+below the memory's speed, which would make the floor too lenient).
+
+Results: bench/results/mertens.json.
 """
 
 import argparse
@@ -30,20 +31,6 @@ import torch
 from fusecli.fuse import MAX_MEMORY_GIB, band_rows
 from fusecli.model import load_model
 from fusecli.runtime import keep_freed_memory, pick_device
-from fusecli.synth import procedural_scene
-
-RATIOS = (1.0, 0.25, 0.0625)
-
-
-def stack(megapixels: float) -> np.ndarray:
-    """A (3, 3, H, W) float32 RGB bracket of a 4:3 procedural scene of ``megapixels``, C-contiguous."""
-    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
-    w = int(round(h * 4 / 3))
-    scene = procedural_scene(h, w, np.random.default_rng(0))  # (H, W, 3)
-    scene *= np.float32(0.5 / np.percentile(scene, 50))  # median at half scale in the 1/1 frame
-    # contiguous planes, as fusecli's decoders fill a stack (np.stack of the moved-axis views kept
-    # them interleaved: until 2026-11-26 fusecli was timed here on strided channels-last frames)
-    return np.ascontiguousarray(np.stack([np.moveaxis(np.clip(scene * np.float32(r), 0, 1), -1, 0) for r in RATIOS]))
 
 
 def main() -> None:
@@ -63,6 +50,7 @@ def main() -> None:
         "   (targets: >= 3x; full-res <= 2x floor)"
     )
     stage = {}
+    rows_out = []
     detail = model._detail
 
     def timed_detail(*args, **kwargs):
@@ -73,9 +61,9 @@ def main() -> None:
 
     model._detail = timed_detail
     for mp in a.megapixels:
-        frames = stack(mp)
+        frames = common.rgb_stack(mp)
         tensor = torch.from_numpy(frames)[None].to(device)
-        ratios = torch.tensor([RATIOS], device=device)
+        ratios = torch.tensor([common.RATIOS], device=device)
         images = [np.ascontiguousarray(np.moveaxis(f, 0, -1)) for f in frames]
 
         rows = band_rows(
@@ -111,6 +99,38 @@ def main() -> None:
             f"{f'{h * w / 1e6:.1f} MP x 3 frames':<22}{t_ours:>11.3f}{t_theirs:>11.3f}{t_theirs / t_ours:>9.1f}x"
             f"{t_detail:>12.3f}{t_floor:>9.3f}{t_detail / t_floor:>6.1f}x"
         )
+        rows_out.append(
+            {
+                "megapixels": round(h * w / 1e6, 1),
+                "fusecli_s": t_ours,
+                "mertens_s": t_theirs,
+                "speedup": t_theirs / t_ours,
+                "full_res_s": t_detail,
+                "floor_s": t_floor,
+                "full_res_over_floor": t_detail / t_floor if t_floor else None,
+            }
+        )
+    first = rows_out[0]
+    common.record(
+        "mertens",
+        {"device": str(device), "repeat": a.repeat, "stacks": rows_out},
+        [
+            common.headline(
+                f"model vs OpenCV MergeMertens, {first['megapixels']:g} MP 3-frame RGB in memory",
+                round(first["speedup"], 2),
+                "x faster",
+                target=">= 3x",
+                met=first["speedup"] >= 3,
+            ),
+            common.headline(
+                f"full-resolution pass vs one read + write of the frames, {first['megapixels']:g} MP",
+                round(first["full_res_over_floor"], 2),
+                "x the floor",
+                target="<= 2x",
+                met=first["full_res_over_floor"] <= 2,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ decode (open + unpack + a copy of the visible mosaic), and the header-only probe
     python bench/bench_read.py [--megapixels 24] [--repeat 5]
 
 The DNG is synthesised into a temporary folder (uncompressed 14-bit, as many cameras' DNGs are).
+
+Results: bench/results/read.json.
 """
 
 import argparse
@@ -48,6 +50,17 @@ def main() -> None:
     print(f"{'fusecli read_raw (+ pack, black/white, clip)':<44}{t_fusecli:>9.3f}")
     print(f"{'fusecli probe_raw (header only, discovery)':<44}{t_probe:>9.3f}")
     print(f"read_raw / rawpy: {t_fusecli / t_rawpy:.2f}x")
+    common.record(
+        "read",
+        {"megapixels": w * h / 1e6, "rawpy_s": t_rawpy, "read_raw_s": t_fusecli, "probe_raw_s": t_probe},
+        [
+            common.headline(
+                f"read a {w * h / 1e6:.0f} MP DNG into packed planes vs rawpy's decode",
+                round(t_fusecli / t_rawpy, 2),
+                "x rawpy",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -78,6 +78,27 @@ def main() -> None:
     )
     if busy:
         print(f"GPU utilisation over those steps: mean {sum(busy) / len(busy):.0f} %, min {min(busy)} %")
+    device = "cuda" if torch.cuda.is_available() and a.device != "cpu" else "cpu"
+    common.record(
+        f"train_{device}",
+        {
+            "samples_per_s": rate,
+            "steps": steps,
+            "batch_size": cfg.batch_size,
+            "crop": cfg.data.crop,
+            "workers": cfg.data.workers,
+            "weight_mode": cfg.model.weight_mode,
+            "gpu_utilisation_mean": sum(busy) / len(busy) if busy else None,
+        },
+        [
+            common.headline(
+                f"train throughput on {device}, default recipe on procedural data (batch {cfg.batch_size}, "
+                f"{cfg.data.crop} px crops)",
+                round(rate, 1),
+                "samples/s",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

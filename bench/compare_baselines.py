@@ -11,12 +11,13 @@ method is scored as `fusecli eval` scores it (fusecli.evaluate): PSNR and SSIM o
 display-referred images against the label developed the same way (display_psnr, display_ssim),
 in the stack's own domain where the method gives one (psnr, ssim), and MEF-SSIM. Methods: the model,
 OpenCV's MergeMertens and enfuse as their users run them (developed 8-bit / 16-bit frames), the best
-single exposure, and any --pred folder (e.g. an older model's outputs: see bench/README.md).
+single exposure, and any --pred folder (another tool's or model's outputs).
+
+Results: bench/results/baselines.json.
 """
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import common
@@ -30,8 +31,8 @@ from fusecli.model import load_model
 from fusecli.stack import StackOptions
 from fusecli.synth import DisplayConfig, SynthConfig, synthesise
 
-ROOT = Path(__file__).resolve().parents[1]
-CANNON = ROOT.parent / "shared/data/real/hdr_radiance_openexr_cannon/Cannon.exr"
+ROOT = common.ROOT
+CANNON = common.SHARED / "real/hdr_radiance_openexr_cannon/Cannon.exr"
 KEYS = ("display_psnr", "display_ssim", "psnr", "ssim", "mef_ssim")
 
 
@@ -42,8 +43,7 @@ def held_out_maps() -> list[Path]:
 
 def write_stacks(folder: Path, seed: int) -> None:
     maps = [p for p in held_out_maps() if p.exists()]
-    if not maps or not CANNON.exists():
-        sys.exit("the held-out radiance maps are absent: this comparison needs ../shared beside the checkout")
+    common.need(CANNON, "this comparison")
     synthesise(maps, folder / "raw", stacks_per_map=2, cfg=SynthConfig(width=384, height=256), seed=seed)
     hdr = [p for p in maps if p.suffix == ".hdr"]
     for path in synthesise(
@@ -70,9 +70,11 @@ def main() -> None:
     loss = LossConfig.from_dict(sidecar.get("loss", {}))
     options = EvalOptions(("model", "mertens", "enfuse", "single"), tuple(a.pred), StackOptions(align="none"))
     names = method_names(options)
+    table = {}
     for kind in ("raw", "display3", "display5"):
         sources = discover([a.stacks / kind])
-        rows = evaluate_sources(sources, model, torch.device("cpu"), loss, options)
+        rows = evaluate_sources(sources, model, torch.device("cpu"), loss_config=loss, options=options)
+        table[kind] = {"stacks": len(sources)}
         print(f"\n{kind}: {len(sources)} held-out labelled stacks, mean over stacks")
         print(f"{'method':<14}" + "".join(f"{k:>14}" for k in KEYS))
         for method in names:
@@ -83,6 +85,27 @@ def main() -> None:
             )
             failed = sum(r["method"] == method and r["status"] != "ok" for r in rows)
             print(f"{method:<14}{cells}" + (f"  ({failed} failed)" if failed else ""))
+            table[kind][method] = {
+                k: statistics.fmean(r[k] for r in mine) if mine and mine[0][k] is not None else None for k in KEYS
+            }
+            table[kind][method]["failed"] = failed
+    raw, shown = table["raw"], table["display3"]
+    common.record(
+        "baselines",
+        {"methods": names, "kinds": table},
+        [
+            common.headline(
+                f"display PSNR on {raw['stacks']} held-out packed-RAW stacks: model (Mertens)",
+                f"{raw['model']['display_psnr']:.2f} ({raw['mertens']['display_psnr']:.2f})",
+                "dB",
+            ),
+            common.headline(
+                f"MEF-SSIM on {shown['stacks']} held-out 3-frame display-referred stacks: model (Mertens)",
+                f"{shown['model']['mef_ssim']:.4f} ({shown['mertens']['mef_ssim']:.4f})",
+                "",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

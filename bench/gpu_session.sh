@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The checks made on a lent GPU machine, in one call (bench/README.md, "GPU"): the GPU throughput
 # benchmark, training throughput with GPU utilisation, the test suite with CUDA present, and the DNG
-# folder end to end. Logs go to $OUT (the device tool's folder; out/gpu when run elsewhere); the
-# summary is printed last. Run from the repository root:
+# folder end to end. Logs go to $OUT (the device tool's folder; out/gpu when run elsewhere), the
+# benchmarks' JSON results to $OUT/results (copy them into bench/results/); the summary is printed last. Run from the repository root:
 #   bash bench/gpu_session.sh
 # On the lent machine, packages its image lacks travel as wheels in .whl/ (rawpy, OpenEXR,
 # imagecodecs, pytorch-msssim), and the real test data in .gpu/real (a copy of ../shared/data/real).
@@ -38,6 +38,8 @@ step bench_train 45 python3 bench/bench_train.py --steps 100 --device cuda --wor
 step pytest 170 python3 -m pytest -v -rfE -p no:cacheprovider -n 8
 step bench_fuse 40 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1 --align none
 step bench_fuse_aligned 40 python3 bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 1
+
+mkdir -p "$OUT/results" && cp bench/results/*.json "$OUT/results/" 2>/dev/null  # the figures, as data
 
 echo
 cat "$OUT/steps.log"

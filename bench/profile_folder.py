@@ -9,13 +9,13 @@ then `fuse_sources` (the three stages overlapped in threads) for both alignments
 in a temporary directory as bench_folder.py makes it (real brackets, never kept).
 """
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import common
 import torch
-from bench_folder import folder_arguments, make_folder, parse_folder_arguments
 
 from fusecli.discover import discover
 from fusecli.fuse import FuseOptions, fuse_sources, fuse_stack
@@ -26,14 +26,19 @@ from fusecli.stack import StackOptions, open_stack
 
 
 def main() -> None:
-    a = parse_folder_arguments(folder_arguments(__doc__))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stacks", type=int, default=20)
+    ap.add_argument("--megapixels", type=float, default=1.0)
+    ap.add_argument("--brackets", type=Path, default=common.BRACKETS)
+    a = ap.parse_args()
+    common.need(a.brackets, "this profile")
     keep_freed_memory()
     print(common.describe())
     model, cpu = load_model()[0], torch.device("cpu")
     options = OutputOptions(formats=("jpg",), overwrite=True)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in", Path(tmp) / "out"
-        n = make_folder(a.brackets, src, a.stacks, a.megapixels)
+        n = common.write_jpeg_brackets(a.brackets, src, a.stacks, a.megapixels)
         sources = discover([src])
         out.mkdir()
         for source in sources:  # warm-up: page cache, OpenCV and torch first calls

@@ -15,10 +15,6 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
-from bench_enfuse import write_stacks as write_tiff_stacks
-from bench_fuse import write_stack
-from bench_mertens import RATIOS
-from bench_mertens import stack as rgb_stack
 from torch.profiler import ProfilerActivity, profile
 
 from fusecli import align, develop
@@ -71,7 +67,7 @@ def main() -> None:
     print(common.describe())
     model = load_model()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        write_stack(Path(tmp) / "s", a.megapixels, 3)
+        common.write_dng_stack(Path(tmp) / "s", a.megapixels, 3)
         print(f"\n{a.megapixels:g} MP RAW stack, 3 frames, one after another (no overlap), seconds; 3 runs")
         stack, fused = stages(model, Path(tmp) / "s", Path(tmp))
         mosaic = common.median_seconds(lambda: to_mosaic16(fused, stack.camera.cfa), 5)
@@ -79,13 +75,13 @@ def main() -> None:
         print(
             f"  of the DNG: the uint16 mosaic (fusecli.outputs.to_mosaic16) {mosaic:.3f} s, the preview {preview:.3f} s"
         )
-        folder = write_tiff_stacks(Path(tmp) / "t", 1, a.rgb_megapixels)[0][0].parent
+        folder = common.write_tiff_stacks(Path(tmp) / "t", 1, a.rgb_megapixels)[0][0].parent
         print(f"\n{a.rgb_megapixels:g} MP 16-bit sRGB TIFF stack (bench_enfuse.py's), the same; 3 runs")
-        stack, fused = stages(model, folder, Path(tmp), RATIOS, "srgb")
+        stack, fused = stages(model, folder, Path(tmp), common.RATIOS, "srgb")
         encode = common.median_seconds(lambda: develop.linear_to_srgb(fused), 3)
         print(f"  of the TIFF: the sRGB encode (fusecli.develop.linear_to_srgb) {encode:.3f} s")
-    frames = torch.from_numpy(rgb_stack(a.rgb_megapixels))[None]
-    ratios = torch.tensor([RATIOS])
+    frames = torch.from_numpy(common.rgb_stack(a.rgb_megapixels))[None]
+    ratios = torch.tensor([common.RATIOS])
     rows = band_rows(frames.shape[1:], model.config.weight_channels(3), MAX_MEMORY_GIB)
     with torch.inference_mode():
         model(frames, ratios, band_rows=rows)

@@ -17,14 +17,16 @@ nor in the noise floor). Each result is scored with MEF-SSIM (Ma, Zeng, Wang 201
 learned correction at zero: exposure fusion's weights in fusecli's pyramid; --display-correction
 S ... a column per strength of the correction camera-JPEG stacks get (the sidecar's
 display_correction, 0.5 for the bundled model). A contact sheet per
-stack (frames; fusecli, Mertens, enfuse; fusecli's weights) goes to --sheets: look at them before believing a number.
+stack (frames; fusecli, Mertens, enfuse; fusecli's weights) goes to --sheets: look at them before
+believing a number.
+
+Results: bench/results/real_brackets[_side<N>][_<label>].json (--label names a variant run).
 """
 
 import argparse
 import dataclasses
 import hashlib
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -42,8 +44,7 @@ from fusecli.fuse import fuse_stack
 from fusecli.model import FuseNet, load_model
 from fusecli.stack import StackOptions, open_stack
 
-ROOT = Path(__file__).resolve().parents[1]
-BRACKETS = ROOT.parent / "shared" / "data" / "brackets"
+ROOT = common.ROOT
 METHODS = ("fusecli", "mertens", "enfuse", "single")  # fusecli: one column per --model
 TILE = 240
 
@@ -76,9 +77,44 @@ def _label(path: Path | None) -> str:
     return "fusecli" if path is None else f"{path.parent.name}/{path.stem}"
 
 
+def summarise(table: dict, methods: tuple, models: list[str], a: argparse.Namespace) -> None:
+    """Print each method's mean and how often each model beats the others; record them."""
+    scored = {m: [r[m] for r in table.values() if r[m] is not None] for m in methods}
+    means = {m: statistics.fmean(v) if v else None for m, v in scored.items()}
+    print(f"{'mean':<31}" + "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in means.values()))
+    print("stacks fused: " + ", ".join(f"{m} {len(scored[m])}/{len(table)}" for m in methods))
+    wins = {}
+    for name in models:
+        for other in ("mertens", "enfuse", "single"):
+            pairs = [(r[name], r[other]) for r in table.values() if r[name] is not None and r[other] is not None]
+            if pairs:
+                wins[f"{name} > {other}"] = [sum(f > o for f, o in pairs), len(pairs)]
+                print(f"{name} better than {other} on {wins[f'{name} > {other}'][0]} of {len(pairs)} stacks")
+    side = f"{a.mef_side} px" if a.mef_side else "the images' own size"
+    first = models[0]
+    others = ", ".join(f"{means[m]:.4f}" if means[m] is not None else "-" for m in METHODS[1:])
+    headlines = [
+        common.headline(
+            f"MEF-SSIM on {len(table)} real brackets at {side}, mean: {first} (Mertens, enfuse, best single)",
+            f"{means[first]:.4f} ({others})",
+            "",
+            target=">= Mertens",
+            met=means["mertens"] is not None and means[first] >= means["mertens"],
+        )
+    ]
+    if f"{first} > mertens" in wins:
+        better, total = wins[f"{first} > mertens"]
+        headlines.append(
+            common.headline(f"real brackets where {first} beats Mertens at {side}", f"{better}/{total}", "")
+        )
+    name = "real_brackets" + ("" if a.mef_side == 1024 else f"_side{a.mef_side}") + (f"_{a.label}" if a.label else "")
+    figures = {"mef_side": a.mef_side, "align": a.align, "methods": list(methods), "stacks": table}
+    common.record(name, {**figures, "means": means, "wins": wins}, headlines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--brackets", type=Path, nargs="+", default=[BRACKETS], help="folders of stacks")
+    ap.add_argument("--brackets", type=Path, nargs="+", default=[common.BRACKETS], help="folders of stacks")
     ap.add_argument("--model", type=Path, nargs="*", default=[None], help="model file(s) (default: the bundled one)")
     ap.add_argument("--no-correction", action="store_true", help="also fuse with the learned correction at zero")
     ap.add_argument(
@@ -93,10 +129,10 @@ def main() -> None:
     ap.add_argument("--sheets", type=Path, default=ROOT / "out" / "real_brackets")
     ap.add_argument("--only", nargs="*", default=None, help="stack names to run (default: all)")
     ap.add_argument("--docs", type=Path, default=None, help="also write the sheets, one above the other, as this JPEG")
+    ap.add_argument("--label", default=None, help="a variant's name in its results file (default: none)")
     a = ap.parse_args()
-    missing = [p for p in a.brackets if not p.is_dir()]
-    if missing:
-        sys.exit(f"{missing[0]} is absent: this benchmark needs ../shared beside the checkout")
+    for path in a.brackets:
+        common.need(path, "this benchmark")
     print(common.describe())
     print("MEF-SSIM at " + (f"a longest side of {a.mef_side} px" if a.mef_side else "the images' own size"))
     models = {_label(p): load_model(p)[0] for p in a.model}
@@ -154,15 +190,7 @@ def main() -> None:
         cv2.imwrite(str(a.sheets / f"{source.name}.png"), sheet[..., ::-1])
         cells = "".join(f"{row[m]:>10.4f}" if row[m] is not None else f"{'-':>10}" for m in methods)
         print(f"{source.name:<28}{len(stack.frames):>3}{cells}{seconds:>11.2f}", flush=True)
-    scored = {m: [r[m] for r in table.values() if r[m] is not None] for m in methods}
-    print(f"{'mean':<31}" + "".join(f"{statistics.fmean(v):>10.4f}" if v else f"{'-':>10}" for v in scored.values()))
-    print("stacks fused: " + ", ".join(f"{m} {len(scored[m])}/{len(table)}" for m in methods))
-    for name in models:
-        for other in ("mertens", "enfuse", "single"):
-            pairs = [(r[name], r[other]) for r in table.values() if r[name] is not None and r[other] is not None]
-            if pairs:
-                better = sum(f > o for f, o in pairs)
-                print(f"{name} better than {other} on {better} of {len(pairs)} stacks")
+    summarise(table, methods, list(models), a)
     print(f"contact sheets: {a.sheets}")
     if a.docs is not None and sheets:
         width = max(s.shape[1] for s in sheets)
