@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -130,7 +131,21 @@ def configure(
         if run is None:
             raise FuseError("--run-dir DIR is required: the folder for the configuration, log and checkpoints")
         cfg = TrainConfig.from_toml(config_file) if config_file else TrainConfig()
-    return apply_overrides(cfg, overrides, values), run
+    cfg = apply_overrides(cfg, overrides, values)
+    _check_data(cfg.data)
+    pick_device(cfg.device)  # --device cuda without a GPU is refused before the run folder is made
+    return cfg, run
+
+
+def _check_data(d: DataConfig) -> None:
+    """A FuseError naming the first data path of the configuration that does not exist."""
+    for key in ("datasets", "val", "synth_radiance", "display_radiance", "val_radiance"):
+        for path in getattr(d, key):
+            if not Path(path).exists():
+                needs = (
+                    "; the default recipe needs ../shared beside the checkout" if "shared" in Path(path).parts else ""
+                )
+                raise FuseError(f"{path}: no such file or folder (data.{key}){needs}")
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -146,21 +161,27 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, samples: Sequence[Sample], loss_fn: FusionLoss, device: torch.device) -> dict:
-    """Mean loss terms, PSNR and SSIM over whole held-out stacks (batch 1)."""
+    """Mean loss terms, PSNR and SSIM over whole held-out stacks (batch 1), with the whole learned
+    correction: what training learns, whatever share ``display_correction`` gives when fusing."""
     model.eval()
+    fusing = model.config
+    model.config = replace(fusing, display_correction=1.0)
     sums: dict[str, float] = {}
-    for s in samples:
-        frames = torch.from_numpy(np.array(s.frames))[None].to(device)
-        ratios = torch.from_numpy(np.array(s.ratios))[None].to(device)
-        label = torch.from_numpy(np.array(s.label))[None].to(device)
-        reference = torch.tensor([s.reference], device=device)
-        display = torch.tensor([float(s.display)], device=device)
-        fused, weights = model(frames, ratios, reference, display_referred=display)
-        total, terms = loss_fn(fused, label, frames, weights, reference=reference, display=display)
-        values = {"total": total, **terms, "psnr": psnr(fused, label), "ssim": ssim(fused, label)}
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    model.train()
+    try:
+        for s in samples:
+            frames = torch.from_numpy(np.array(s.frames))[None].to(device)
+            ratios = torch.from_numpy(np.array(s.ratios))[None].to(device)
+            label = torch.from_numpy(np.array(s.label))[None].to(device)
+            reference = torch.tensor([s.reference], device=device)
+            display = torch.tensor([float(s.display)], device=device)
+            fused, weights = model(frames, ratios, reference, display_referred=display)
+            total, terms = loss_fn(fused, label, frames, weights, reference=reference, display=display)
+            values = {"total": total, **terms, "psnr": psnr(fused, label), "ssim": ssim(fused, label)}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+    finally:
+        model.config = fusing
+        model.train()
     return {k: v / len(samples) for k, v in sums.items()}
 
 
@@ -251,6 +272,21 @@ def _setup(cfg: TrainConfig, world: int, ckpt: dict | None):
     return device, model, optimizer, int(ckpt["step"]), float(ckpt["best_val"])
 
 
+def _start(cfg: TrainConfig, run: Path, resume: bool, rank: int, world: int) -> tuple:
+    """The run folder checked (and its configuration written by rank 0), the model and optimiser
+    (:func:`_setup`) and the data (:func:`build_datasets`) -> (device, model, optimizer, first step,
+    best validation loss, training samples, validation samples). A run that fails to start leaves no
+    folder behind."""
+    created = rank == 0 and not run.exists()
+    try:
+        ckpt = _open_run(cfg, run, resume, write=rank == 0)
+        return (*_setup(cfg, world, ckpt), *build_datasets(cfg.data, cfg.seed, run / "cache"))
+    except BaseException:
+        if created:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
 def train(
     cfg: TrainConfig,
     run: Path,
@@ -261,13 +297,9 @@ def train(
     """Train (or resume) in the run folder; returns the last validation (or training) figures."""
     run = Path(run)
     rank, world = _dist(cfg.device)
-    ckpt = _open_run(cfg, run, resume, write=rank == 0)
-
-    device, model, optimizer, start, best = _setup(cfg, world, ckpt)
+    device, model, optimizer, start, best, train_set, val_set = _start(cfg, run, resume, rank, world)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss_fn = FusionLoss(cfg.loss)
-
-    train_set, val_set = build_datasets(cfg.data, cfg.seed, run / "cache")
     loader = DataLoader(
         CropDataset(train_set, cfg.data.crop, cfg.seed, cfg.batch_size),
         batch_sampler=StepBatches(start, cfg.steps, cfg.batch_size, rank, world),
