@@ -1,9 +1,9 @@
-"""The summary tables of README.md and bench/README.md, generated from bench/results/*.json: each
-page holds its table between ``<!-- results:begin -->`` and ``<!-- results:end -->``, and nothing
-else there is written by hand.
+"""The tables of README.md, bench/README.md and docs/evaluation.md, generated from
+bench/results/*.json: each page holds its table between ``<!-- results:begin -->`` and
+``<!-- results:end -->``, and nothing there is written by hand.
 
     python bench/summary.py            # print both tables
-    python bench/summary.py --write    # rewrite them in README.md and bench/README.md
+    python bench/summary.py --write    # rewrite them in the pages
     python bench/summary.py --check    # exit 1 if a page's table differs from the results
 
 Imports nothing but the standard library, so the test suite can run it.
@@ -55,12 +55,35 @@ def table(results: dict[str, dict], names: list[str], link_prefix: str) -> str:
     return "\n".join(rows)
 
 
+def per_stack(result: dict | None) -> str:
+    """The real brackets benchmark's table: MEF-SSIM per bracket and method, the best in bold, then
+    the means and how often the first method beats each other."""
+    if result is None:
+        return "(no results yet: python bench/real_brackets.py)"
+    f = result["figures"]
+    methods = f["methods"]
+    rows = ["| bracket | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    for name, scores in f["stacks"].items():
+        best = max((v for v in scores.values() if v is not None), default=None)
+        cells = ["-" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in scores.values()]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    means = ["-" if f["means"][m] is None else f"{f['means'][m]:.4f}" for m in methods]
+    rows.append("| **mean** | " + " | ".join(means) + " |")
+    wins = "; ".join(f"{k.replace(' > ', ' beats ')} on {w}/{n}" for k, (w, n) in f["wins"].items())
+    machine = _machine(result["machine"])
+    return (
+        "\n".join(rows)
+        + f"\n\n{wins}. ({machine}, {result['date'][:10]}, commit {result['commit']}: `{result['command']}`)"
+    )
+
+
 def pages(results: dict[str, dict]) -> dict[Path, str]:
     """Each page and the table that belongs between its markers."""
     front = [n for n in FRONT if n in results]
     return {
         ROOT / "README.md": table(results, front, "bench/results/"),
         ROOT / "bench" / "README.md": table(results, list(results), "results/"),
+        ROOT / "docs" / "evaluation.md": per_stack(results.get("real_brackets")),
     }
 
 

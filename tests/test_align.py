@@ -200,6 +200,7 @@ def test_register_with_alignment_off_changes_nothing():
     ]
 
 
+@pytest.mark.slow
 def test_real_handheld_stacks_fuse_with_alignment_and_report_motion(real, tmp_path):
     frobisher, taipei = real("ldr_stack_colour_hdri_frobisher_001"), real("ldr_stack_ssarcandy_taipei")
     r = runner.invoke(

@@ -62,6 +62,7 @@ def test_every_real_bracket_is_one_stack_even_without_its_exposure_list(tmp_path
     assert all(any(n.startswith("one stack:") for n in s["notes"]) for s in stacks)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BRACKETS.is_dir(), reason="../shared/data/brackets is absent (it lives beside the checkout)")
 def test_every_real_bracket_fuses(tmp_path):
     small = tmp_path / "small"  # a quarter of the size: the same folders, faster

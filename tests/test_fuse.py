@@ -129,6 +129,7 @@ def test_one_corrupt_stack_does_not_stop_the_others(tmp_path):
     assert not (tmp_path / "out" / "cannon_002_fused.dng").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_partial_output(tmp_path):
     env = child_env()
     out = tmp_path / "out"

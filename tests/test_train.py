@@ -95,6 +95,7 @@ def _weights(run):
     return torch.load(run / "last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     # on the CPU: bit for bit. (On CUDA, cuDNN's and the atomics' kernels are not deterministic: a resumed
     # run there matched to rounding, not bits, on an H200.)
@@ -160,6 +161,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["step"] >= 3
 
 
+@pytest.mark.slow
 def test_ddp_with_two_gloo_processes_matches_one_process_with_the_same_samples(tmp_path):
     # lambda_black = 0: black_reg is a ratio of batch sums, the one term that does not split evenly
     common = [
