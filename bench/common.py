@@ -70,12 +70,13 @@ def describe() -> str:
 
 
 def commit() -> str:
-    """The checkout's commit, with ``-dirty`` when fusecli/ or bench/ differ from it."""
+    """The checkout's commit, with ``-dirty`` when the code (fusecli/, bench/'s scripts) differs from it."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "fusecli", "bench"], cwd=ROOT).returncode
+        code = ["fusecli", "bench", ":(exclude)bench/results", ":(exclude)bench/*.md"]
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *code], cwd=ROOT).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
