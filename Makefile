@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_align.py
 	$(BIN)/python bench/bench_losses.py
 	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/bench_grouping.py
 	$(BIN)/python bench/compare_baselines.py
 	$(BIN)/python bench/highlight_colour.py
 	$(BIN)/python bench/real_brackets.py

@@ -23,6 +23,15 @@ class AlignMode(str, Enum):
     homography = "homography"
 
 
+class Grouping(str, Enum):
+    """How frames become brackets (docs/stacks.md): ``auto`` by the pictures and the metadata,
+    ``sequence`` by the metadata alone, ``folder`` each folder whole."""
+
+    auto = "auto"
+    sequence = "sequence"
+    folder = "folder"
+
+
 class Device(str, Enum):
     """Where the network runs; ``cuda`` without a GPU is an error, not a fallback."""
 

@@ -7,7 +7,6 @@ only here. Usage errors (a bad option or choice) are Click's, exit code 2.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from typing import Annotated, Iterator
@@ -16,11 +15,12 @@ import typer
 
 from fusecli import __version__
 from fusecli import options as opt
-from fusecli.console import JSON_SCHEMA
-from fusecli.errors import FuseError
+from fusecli.console import JSON_SCHEMA, dumps, one_line
+from fusecli.errors import FuseError, UsageError
 from fusecli.runtime import keep_freed_memory, library_defaults
 
 app = typer.Typer(
+    cls=opt.OneLineUsage,
     help="HDR fusion of exposure brackets (camera RAW or TIFF/PNG/JPEG stacks) with a learned fusion network.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -28,17 +28,18 @@ app = typer.Typer(
 )
 
 EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
 EXIT_THRESHOLD = 3
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a FuseError into its one-line message on stderr and exit code 1."""
+    """Turn a FuseError into its one-line message on stderr and exit code 1 (2 for a UsageError)."""
     try:
         yield
     except FuseError as e:
-        typer.echo(f"fusecli: error: {e}", err=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
+        typer.echo(f"fusecli: error: {one_line(str(e))}", err=True)
+        raise typer.Exit(EXIT_USAGE if isinstance(e, UsageError) else EXIT_USER_ERROR) from None
 
 
 def _exit_now(code: int) -> None:
@@ -69,6 +70,7 @@ def root(
 def inspect(
     paths: opt.Paths,
     as_json: opt.AsJson = False,
+    group: opt.GroupOpt = opt.Grouping.auto,
     group_size: opt.GroupSize = None,
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
@@ -78,12 +80,12 @@ def inspect(
     """Show the stacks found in PATHS: frames, exposures, ratios and where they came from."""
     from fusecli.console import print_stack_table
     from fusecli.describe import describe
-    from fusecli.discover import discover
+    from fusecli.discover import GroupOptions, discover
     from fusecli.stack import StackOptions
 
     with user_errors():
         options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost=False)
-        sources = discover(paths, group_size=group_size)
+        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
     rows, failed = [], 0
     for source in sources:
         try:
@@ -93,9 +95,9 @@ def inspect(
             rows.append(
                 {"name": source.name, "error": str(e), "frames": [{"path": str(f.path)} for f in source.frames]}
             )
-            typer.echo(f"fusecli: error: {e}", err=True)
+            typer.echo(f"fusecli: error: {one_line(str(e))}", err=True)
     if as_json:
-        typer.echo(json.dumps({"schema": JSON_SCHEMA, "stacks": rows, "failed": failed}, indent=2))
+        typer.echo(dumps({"schema": JSON_SCHEMA, "stacks": rows, "failed": failed}))
     else:
         print_stack_table(rows, decoded=decode)
     if failed:
@@ -179,7 +181,7 @@ def train(
                 )
                 _exit_now(130)
     if summary:
-        typer.echo(json.dumps({"schema": JSON_SCHEMA, "validation": summary}))
+        typer.echo(dumps({"schema": JSON_SCHEMA, "validation": summary}, indent=None))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun rank whose work is saved exits at once: C++ threads of the distributed backend
         # still alive in the interpreter's teardown can abort it, even after destroy_process_group.
@@ -197,6 +199,7 @@ def fuse(
     overwrite: opt.Overwrite = False,
     dry_run: opt.DryRun = False,
     save_weights: opt.SaveWeights = False,
+    group: opt.GroupOpt = opt.Grouping.auto,
     group_size: opt.GroupSize = None,
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
@@ -210,7 +213,7 @@ def fuse(
 ) -> None:
     """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
     from fusecli.console import fuse_progress, print_fuse_summary
-    from fusecli.discover import discover, select_shard
+    from fusecli.discover import GroupOptions, discover, select_shard
     from fusecli.fuse import FuseOptions, fuse_sources
     from fusecli.model import load_model
     from fusecli.outputs import OutputOptions, remove_stale_parts
@@ -222,7 +225,7 @@ def fuse(
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
         output_options = OutputOptions(wanted, linear, overwrite, save_weights)
         options = FuseOptions(stack_options, output_options, max_memory, dry_run, jobs)
-        sources = discover(paths, group_size=group_size)
+        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
         if (part := opt.shard(shard)) is not None:
             sources = select_shard(sources, *part)
         torch_device = pick_device(device.value)
@@ -240,13 +243,13 @@ def fuse(
                 _exit_now(130)
     for r in results:
         for warning in r.warnings:
-            typer.echo(f"fusecli fuse: warning: {warning}", err=True)
+            typer.echo(f"fusecli fuse: warning: {one_line(warning)}", err=True)
         if r.status == "failed":  # one line each on stderr too: a pipeline reading --json still sees it
-            typer.echo(f"fusecli fuse: error: {r.stack}: {r.reason}", err=True)
+            typer.echo(f"fusecli fuse: error: {r.stack}: {one_line(r.reason or '')}", err=True)
     if as_json:
         failed = sum(r.status == "failed" for r in results)
         document = {"schema": JSON_SCHEMA, "results": [r.__dict__ for r in results], "failed": failed}
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(dumps(document))
     else:
         print_fuse_summary(results)
     if any(r.status == "failed" for r in results):
@@ -266,6 +269,7 @@ def evaluate(
     fail_under: opt.FailUnder = None,
     fail_over: opt.FailOver = None,
     report: opt.Report = None,
+    group: opt.GroupOpt = opt.Grouping.auto,
     group_size: opt.GroupSize = None,
     ratios: opt.Ratios = None,
     transfer: opt.TransferOpt = opt.Transfer.auto,
@@ -280,7 +284,8 @@ def evaluate(
     """
     from fusecli import evaluate as ev
     from fusecli.console import eval_csv, eval_json, print_eval_tables, progress
-    from fusecli.discover import discover
+    from fusecli.discover import GroupOptions, discover
+    from fusecli.io.common import check_writable
     from fusecli.losses import LossConfig
     from fusecli.model import load_model
     from fusecli.report import write_contact_sheet, write_summary_plot
@@ -290,12 +295,14 @@ def evaluate(
     methods = opt.choices(opt.Method, method) or ()
     with user_errors():
         if as_json and as_csv:
-            raise FuseError("--json and --csv: choose one")
+            raise UsageError("--json and --csv: choose one")
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
         options = ev.EvalOptions(methods, tuple(pred or ()), stack_options)
         names = ev.method_names(options)
+        if report is not None:  # checked before hours of scoring, not after
+            check_writable(report, "report (--report)")
         thresholds = ev.parse_thresholds(fail_under, "under") + ev.parse_thresholds(fail_over, "over")
-        sources = discover(paths, group_size=group_size)
+        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
         torch_device = pick_device(device.value)
         net, sidecar = load_model(model, torch_device)
         loss_config = LossConfig.from_dict(sidecar.get("loss", {}), source=str(model or "the bundled model"))
@@ -304,7 +311,9 @@ def evaluate(
             def on_case(case, case_rows, predictions) -> None:
                 for r in case_rows:
                     if r["status"] == "failed":
-                        typer.echo(f"fusecli eval: {r['stack']} ({r['method']}): {r['reason']}", err=True)
+                        typer.echo(
+                            f"fusecli eval: {r['stack']} ({r['method']}): {one_line(r['reason'] or '')}", err=True
+                        )
                 if report is not None and case.stack is not None and predictions:
                     write_contact_sheet(report, case, predictions, case_rows)
                 advance()
@@ -316,7 +325,7 @@ def evaluate(
             write_summary_plot(report, rows, names)
     evaluation = ev.summarise(rows, names, thresholds, loss_config)
     if as_json:
-        typer.echo(json.dumps(eval_json(model, evaluation), indent=2))
+        typer.echo(dumps(eval_json(model, evaluation)))
     elif as_csv:
         typer.echo(eval_csv(evaluation), nl=False)
     else:

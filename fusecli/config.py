@@ -47,6 +47,20 @@ def _fits(value, kind) -> bool:
     return True  # nested dataclasses are checked by their own from_dict
 
 
+def check_ranges(obj, section: str, ranges: dict[str, tuple[float | None, float | None]]) -> None:
+    """A FuseError naming the first field of ``obj`` outside its range: ``{field: (lowest, highest)}``,
+    either end None for none, both inclusive; NaN and infinity are never in range."""
+    import math
+
+    for name, (lo, hi) in ranges.items():
+        value = getattr(obj, name)
+        bad = not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi)
+        if bad:
+            where = f"{'' if lo is None else f'>= {lo:g}'}{' and ' if lo is not None and hi is not None else ''}"
+            where += "" if hi is None else f"<= {hi:g}"
+            raise FuseError(f"{section}.{name} = {value!r}: must be a finite number {where}".rstrip())
+
+
 def from_dict(cls: type[T], data: dict, source: str, what: str) -> T:
     """``cls(**data)`` for a dataclass, refusing keys it does not have and values of the wrong type,
     each with one line naming the key (``what`` names the table)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,6 +22,29 @@ from rich.table import Table
 
 #: The version of every --json document's layout: pipelines check it before they parse.
 JSON_SCHEMA = 1
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity (nested in dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A message as one line a person reads: line breaks folded, and the middle of a longer one cut
+    (a reader's own error can quote a whole header)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[: limit - 100]} [...] {text[-90:]}"
+
+
+def dumps(document: dict, indent: int | None = 2) -> str:
+    """A --json document as valid JSON: NaN and infinity (which JSON has not) become null."""
+    return json.dumps(_finite(document), indent=indent, allow_nan=False)
 
 
 def _stdout() -> Console:
@@ -103,12 +128,23 @@ def motion_text(m: dict) -> str:
 def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
     """``inspect``'s table: a section per stack, a row per frame, then notes, motion and errors."""
     how = "every frame decoded" if decoded else "read from headers only; --decode decodes every frame"
-    table = Table(title=f"{len(rows)} stack(s)", caption=how)
+    singles = sum(bool(r.get("single")) for r in rows)
+    title = f"{len(rows) - singles} stack(s)" + (f", {singles} single shot(s)" if singles else "")
+    table = Table(title=title, caption=how)
     for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
         table.add_column(col, overflow="fold", no_wrap=col in ("frame", "exposure s", "ratio", "from"))
     for r in rows:
         if "error" in r:
             table.add_row(escape(r["name"]), "", "", "", "[red]failed[/red]", "", "", "", end_section=True)
+            continue
+        if r.get("single"):
+            f = r["frames"][0]
+            size = f"{r['width']}x{r['height']}x{r['channels']}"
+            shot = escape(Path(f["path"]).name)
+            table.add_row(
+                escape(r["name"]), shot, seconds_text(f["exposure_time"]), "-", "[blue]single[/]", size, "", ""
+            )
+            table.add_section()
             continue
         for j, f in enumerate(r["frames"]):
             first = j == 0
@@ -137,13 +173,14 @@ def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
 
 def print_fuse_summary(results) -> None:
     """``fuse``'s summary table: a row per stack with its status, outputs or reason, and seconds."""
-    counts = {s: sum(r.status == s for r in results) for s in ("fused", "skipped", "failed")}
-    table = Table(title=f"{counts['fused']} fused, {counts['skipped']} skipped, {counts['failed']} failed")
+    counts = {s: sum(r.status == s for r in results) for s in ("fused", "skipped", "failed", "single")}
+    title = f"{counts['fused']} fused, {counts['skipped']} skipped, {counts['failed']} failed"
+    table = Table(title=title + (f", {counts['single']} single shot(s) not fused" if counts["single"] else ""))
     for col in ("stack", "status", "outputs / reason", "s"):
         table.add_column(col, overflow="fold")
-    colour = {"fused": "green", "skipped": "yellow", "failed": "red", "planned": "cyan"}
+    colour = {"fused": "green", "skipped": "yellow", "failed": "red", "planned": "cyan", "single": "blue"}
     for r in results:
-        detail = r.reason if r.status in ("failed", "skipped") else "\n".join(Path(o).name for o in r.outputs)
+        detail = r.reason if r.status in ("failed", "skipped", "single") else "\n".join(Path(o).name for o in r.outputs)
         moved = [m for m in r.motion[1:] if m["status"] == "aligned"]
         if moved:
             detail += "\naligned: " + ", ".join(f"#{m['frame'] + 1} {m['dx']:+.1f},{m['dy']:+.1f} px" for m in moved)

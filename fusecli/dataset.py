@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from fusecli.errors import FuseError
+from fusecli.io.common import write_error
 
 
 @dataclass
@@ -36,6 +37,16 @@ class DataConfig:
     display_val: int = 8  # held-out display-referred brackets (from val_radiance, other seeds)
     crop: int = 96  # training crop side, packed pixels
     workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        from fusecli.config import check_ranges
+
+        counts = ("synth_procedural", "synth_per_map", "synth_val", "display_per_map", "display_procedural")
+        ranges = {k: (0, None) for k in (*counts, "display_val", "workers")}
+        sizes = {k: (16, 8192) for k in ("synth_size", "display_size", "crop")}
+        check_ranges(self, "data", {**ranges, **sizes, "val_fraction": (0, 0.9)})
+        if any(k < 2 for k in self.display_frames):
+            raise FuseError(f"data.display_frames = {self.display_frames}: a bracket has at least 2 frames")
 
 
 @dataclass
@@ -66,7 +77,7 @@ def load_labelled(folders: Sequence[str], cache: Path | None) -> list[Sample]:
     if not folders:
         return []
     sources = discover([Path(f) for f in folders])
-    labelled = [s for s in sources if s.label is not None]
+    labelled = [s for s in sources if s.label is not None and not s.single]
     if not labelled:
         raise FuseError(
             f"{', '.join(folders)}: no stack has a label (label.* beside its frames); training needs labelled stacks"
@@ -84,8 +95,12 @@ def load_labelled(folders: Sequence[str], cache: Path | None) -> list[Sample]:
                 cache.mkdir(parents=True, exist_ok=True)
                 for f, array in zip(files, (frames, label, ratios)):
                     tmp = f.with_name(f".{f.stem}.{os.getpid()}.part.npy")  # DDP ranks may write at once
-                    np.save(tmp, array)
-                    os.replace(tmp, f)
+                    try:
+                        np.save(tmp, array)
+                        os.replace(tmp, f)
+                    except OSError as e:
+                        tmp.unlink(missing_ok=True)
+                        raise FuseError(f"{f}: cannot write the training cache ({write_error(e, cache)})") from None
         samples.append(Sample(source.name, frames, ratios, label))
     return samples
 

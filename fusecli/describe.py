@@ -23,9 +23,12 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
     every frame is decoded and a FuseError names the broken ones.
     """
     options = options or StackOptions(align="none")
+    if source.single:
+        return _single(source)
     broken = decode_errors(source, options.transfer) if decode else []
     if broken:
-        raise FuseError("; ".join(broken))
+        more = f" (and {len(broken) - 1} more of the {len(source.frames)} frames)" if len(broken) > 1 else ""
+        raise FuseError(broken[0] + more)
     ratios, transfer = options.ratios, options.transfer
     validate(source)
     plan = plan_exposures(source, ratios)
@@ -52,18 +55,7 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
     row = {
         "name": source.name,
         "kind": source.kind,
-        "frames": [
-            {
-                "path": str(i.path),
-                "page": i.page,
-                "exposure_time": i.exposure_time,
-                "iso": i.iso,
-                "aperture": i.aperture,
-                "timestamp": i.timestamp.isoformat() if i.timestamp else None,
-                "ratio": r,
-            }
-            for i, r in zip(infos, found)
-        ],
+        "frames": [_frame_row(i, r) for i, r in zip(infos, found)],
         "ratios": list(found),
         "ratio_source": how,
         "width": first.width,
@@ -80,6 +72,34 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
     if options.align != "none":
         row["motion"] = [m.to_dict() for m in open_stack(source, dataclasses.replace(options, deghost=False)).motion]
     return row
+
+
+def _frame_row(info, ratio: float | None = None) -> dict:
+    return {
+        "path": str(info.path),
+        "page": info.page,
+        "exposure_time": info.exposure_time,
+        "iso": info.iso,
+        "aperture": info.aperture,
+        "timestamp": info.timestamp.isoformat() if info.timestamp else None,
+        "ratio": ratio,
+    }
+
+
+def _single(source: StackSource) -> dict:
+    """A single shot's row: its frame and why it is not a bracket (nothing to fuse)."""
+    first = source.frames[0]
+    return {
+        "name": source.name,
+        "kind": source.kind,
+        "single": True,
+        "frames": [_frame_row(first)],
+        "width": first.width,
+        "height": first.height,
+        "channels": first.channels,
+        "camera": first.camera,
+        "notes": list(source.notes),
+    }
 
 
 def decode_errors(source: StackSource, transfer: Transfer = "auto") -> list[str]:

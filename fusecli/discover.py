@@ -2,26 +2,41 @@
 :class:`StackSource` of each, which :mod:`fusecli.stack` opens.
 
 A folder with a label or an exposure list is one stack. Otherwise its frames, in capture order, are
-split into brackets by :func:`split_brackets`; ``group_size`` splits into fixed-size brackets
-instead. A folder whose subfolders hold frames is a folder of stacks. A file that cannot be read
-fails its own stack only (``StackSource.error``). fusecli's own outputs are never frames.
+split into brackets and single shots by :func:`fusecli.grouping.split_brackets` (``GroupOptions``
+chooses how). A folder whose subfolders hold frames is a folder of stacks. A file or folder that
+cannot be read fails its own stack only (``StackSource.error``). fusecli's own outputs are never
+frames, and no two stacks share a name.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 from typing import Sequence
 
-from fusecli.errors import FuseError
-from fusecli.exposure import SAME_EXPOSURE
+from fusecli.choices import Grouping
+from fusecli.errors import FuseError, UsageError
+from fusecli.grouping import Group, split_brackets
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import FRAME_EXTENSIONS, LABEL_EXTENSIONS, RAW_EXTENSIONS, FrameInfo
 
 SIDECAR_NAMES = ("relative_exposure.txt", "exposures.txt", "image_list.txt")
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """How frames become brackets: ``group`` auto (the pictures and the metadata), sequence (the
+    metadata alone) or folder (each folder whole); ``group_size`` fixed brackets of N frames;
+    ``user_ratios``: the user gave the ratios, so frames that share one EXIF exposure stay a bracket."""
+
+    group: Grouping = Grouping.auto
+    group_size: int | None = None
+    user_ratios: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class StackSource:
     sidecar: Path | None = None
     notes: tuple[str, ...] = ()
     error: str | None = None  # why it cannot be opened (a file that could not be read), found at discovery
+    single: bool = False  # a single shot, not a bracket: listed, never fused
 
     @property
     def kind(self) -> str:
@@ -85,145 +101,116 @@ def _capture_order(items: list[FrameInfo]) -> list[FrameInfo]:
     return sorted(items, key=lambda i: (_natural_key(i.path), i.page or 0))
 
 
-def _same_exposure(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and abs(a - b) <= SAME_EXPOSURE * max(a, b)
-
-
-def _same_kind(a: FrameInfo, b: FrameInfo) -> bool:
-    return (a.camera, a.width, a.height, a.channels, a.kind) == (b.camera, b.width, b.height, b.channels, b.kind)
-
-
-def _gap(before: FrameInfo, after: FrameInfo) -> float:
-    """Seconds between the end of one capture and the start of the next (0 when a time is missing)."""
-    if before.timestamp is None or after.timestamp is None:
-        return 0.0
-    return (after.timestamp - before.timestamp).total_seconds() - (before.exposure_time or 0.0)
-
-
-def _split_point(items: list[FrameInfo], lo: int, hi: int) -> int:
-    """Where to start a new bracket when the exposure of ``items[hi]`` repeats that of
-    ``items[lo - 1]``: any index in [lo, hi] keeps both brackets free of repeats; the largest capture
-    gap before it decides, else the latest (a camera's AEB series runs back to back)."""
-    gaps = [(max(0.0, _gap(items[p - 1], items[p])), p) for p in range(lo, hi + 1)]
-    return max(gaps)[1]
-
-
-def split_brackets(items: list[FrameInfo]) -> list[tuple[list[FrameInfo], str]]:
-    """Frames in capture order -> brackets, each with why it starts where it does.
-
-    A run of frames whose exposures (time x ISO / N^2) all differ is one bracket, however long the
-    photographer took between shots. A new bracket starts where the camera, size or kind of file
-    changes, or where an exposure repeats (AEB series one after another); capture-time gaps only
-    choose where, between the first frame and its repeat, the split goes. A split never leaves a
-    one-frame bracket: two shots of one exposure that open a bracket stay in it (both are fused).
-    """
-    groups: list[tuple[list[FrameInfo], str]] = []
-    start, i, why = 0, 1, "the folder's first frames"
-    while i < len(items):
-        info = items[i]
-        if not _same_kind(items[start], info):
-            groups.append((items[start:i], why))
-            start, why = i, f"{info.name}: the camera, size or kind of file changes"
-            i += 1
-            continue
-        exposure = info.relative_exposure
-        repeat = next((j for j in range(start, i) if _same_exposure(items[j].relative_exposure, exposure)), None)
-        if repeat is None:
-            i += 1
-            continue
-        if i - start < 2:  # a split here would leave a one-frame "bracket": keep the repeat in it
-            i += 1
-            continue
-        p = _split_point(items, max(repeat + 1, start + 2), i)
-        groups.append((items[start:p], why))
-        start, why = p, f"{items[p].name}: a new series (the exposure of {info.name} repeats {items[repeat].name}'s)"
-    groups.append((items[start:], why))
-    return groups
-
-
-def _make_source(name: str, items: list[FrameInfo], label=None, sidecar=None, notes=()) -> StackSource:
-    return StackSource(name=name, frames=tuple(items), label=label, sidecar=sidecar, notes=tuple(notes))
+def _make_source(name: str, items: list[FrameInfo], *, label=None, sidecar=None, notes=(), single=False) -> StackSource:
+    return StackSource(name, tuple(items), label, sidecar, tuple(notes), single=single)
 
 
 def _stack_name(first: FrameInfo) -> str:
     return first.path.stem if first.page is None else f"{first.path.stem}_{first.page}"
 
 
-def _group(
-    items: list[FrameInfo],
-    folder_name: str,
-    *,
-    label: Path | None,
-    sidecar: Path | None,
-    group_size: int | None,
-    notes: list[str],
-) -> list[StackSource]:
+def _group(items: list[FrameInfo], folder_name: str, *, options: GroupOptions, notes: list[str]) -> list[StackSource]:
+    """One folder's frames (or the files given) -> its brackets and single shots, by ``options``."""
     items = _capture_order(items)
-    if label is not None or sidecar is not None:
-        why = "a label" if label is not None else f"an exposure list ({sidecar.name})"
-        return [_make_source(folder_name, items, label, sidecar, notes + [f"one stack: the folder has {why}"])]
-    if group_size is not None:
-        if len(items) % group_size:
+    if options.group_size is not None:
+        if len(items) % options.group_size:
             raise FuseError(
-                f"{items[0].path.parent}: {len(items)} frames do not split into brackets of --group-size {group_size}"
+                f"{items[0].path.parent}: {len(items)} frames do not split into brackets of --group-size "
+                f"{options.group_size}"
             )
-        groups = [
-            (items[i : i + group_size], f"brackets of {group_size} (--group-size)")
-            for i in range(0, len(items), group_size)
-        ]
-    elif all(i.relative_exposure is None for i in items):
-        why = "no exposure metadata: the folder is one bracket (--group-size N splits it)"
-        groups = [(items, why)] if all(_same_kind(items[0], i) for i in items) else split_brackets(items)
+        n = options.group_size
+        groups = [Group(items[i : i + n], f"brackets of {n} (--group-size)") for i in range(0, len(items), n)]
+    elif options.group == "folder":
+        groups = [Group(items, "the folder is one bracket (--group folder)")]
     else:
-        groups = split_brackets(items)
-    if len(groups) == 1:
-        return [_make_source(folder_name, groups[0][0], notes=notes + [f"one stack: {groups[0][1]}"])]
-    n = len(groups)
-    return [
-        _make_source(_stack_name(g[0]), g, notes=notes + [f"bracket {j + 1} of {n} in the folder: {why}"])
-        for j, (g, why) in enumerate(groups)
-    ]
+        groups = split_brackets(items, pictures=options.group == "auto", singles=not options.user_ratios)
+    brackets = [g for g in groups if not g.single]
+    if len(groups) == 1 and brackets:
+        return [_make_source(folder_name, items, notes=[*notes, f"one stack: {groups[0].why}", *groups[0].notes])]
+    out, j = [], 0
+    for g in groups:
+        if g.single:
+            out.append(_make_source(_stack_name(g.frames[0]), g.frames, notes=[*notes, *g.notes], single=True))
+            continue
+        j += 1
+        where = f"bracket {j} of {len(brackets)} in the folder: {g.why}"
+        out.append(_make_source(_stack_name(g.frames[0]), g.frames, notes=[*notes, where, *g.notes]))
+    return out
 
 
 def _probe_all(files: list[Path]) -> tuple[list[FrameInfo], list[tuple[Path, str]]]:
-    """Headers of every file -> (frames, [(file, why it cannot be read)])."""
+    """Headers of every file -> (frames, [(file, why it cannot be read)]). A file whose header makes
+    a reader fail in an unforeseen way is unreadable too, with the reader's words."""
     items, broken = [], []
     for f in files:
         try:
+            if not f.is_file():  # a FIFO or device would block or never end: refused before opening
+                raise FuseError(f"{f}: not a regular file")
             items += _probe(f)
         except FuseError as e:
             broken.append((f, str(e)))
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, struct_error) as e:
+            broken.append((f, f"{f}: cannot read its metadata ({type(e).__name__}: {e})"))
     return items, broken
 
 
-def _folder_stacks(folder: Path, entries: list[Path], group_size: int | None) -> list[StackSource]:
+def _place_broken(stacks: list[StackSource], broken: list[tuple[Path, str]]) -> list[StackSource]:
+    """Each file that could not be read fails the bracket it sits in (its neighbours in name order
+    belong to one bracket: that bracket would be fused without it), else it is a failed stack of its
+    own. Returns ``stacks`` with those brackets failed, then the broken files' own stacks."""
+    if not broken:
+        return stacks
+    frames = sorted(((f.path, k) for k, s in enumerate(stacks) for f in s.frames), key=lambda t: _natural_key(t[0]))
+    keys = [_natural_key(p) for p, _ in frames]
+    failed: dict[int, str] = {}
+    alone = []
+    for path, why in broken:
+        at = bisect.bisect_left(keys, _natural_key(path))
+        before = frames[at - 1][1] if at > 0 else None
+        after = frames[at][1] if at < len(frames) else None
+        if before is not None and before == after and not stacks[before].single:
+            failed.setdefault(before, f"{why} (a frame of this bracket)")
+        else:
+            alone.append(StackSource(path.stem, (), error=why))
+    out = [dataclasses.replace(s, error=failed[k]) if k in failed else s for k, s in enumerate(stacks)]
+    return out + alone
+
+
+def _folder_stacks(folder: Path, entries: list[Path], options: GroupOptions) -> list[StackSource]:
     """The stacks of one folder's own frame files (not its subfolders'). A file that cannot be read
-    fails its stack only: the folder's one stack when it has a label or exposure list, else a stack
-    of its own."""
+    fails its stack only: the folder's one stack when it has a label or exposure list, else the
+    bracket it sits in (:func:`_place_broken`)."""
     files, notes = _drop_raw_duplicates([p for p in entries if _is_frame_file(p)])
     if not files:
         return []
     labels = [p for p in entries if p.is_file() and p.stem.lower() == "label" and p.suffix.lower() in LABEL_EXTENSIONS]
     if len(labels) > 1:
-        raise FuseError(f"{folder}: more than one label ({', '.join(p.name for p in labels)})")
+        names = ", ".join(p.name for p in labels)
+        return [StackSource(folder.name, (), error=f"{folder}: more than one label ({names})")]
     sidecars = [folder / n for n in SIDECAR_NAMES if (folder / n).is_file()] + sorted(folder.glob("*_image_list.txt"))
     label, sidecar = (labels[0] if labels else None), (sidecars[0] if sidecars else None)
     items, broken = _probe_all(files)
-    if broken and (label is not None or sidecar is not None or not items):
-        return [StackSource(folder.name, tuple(items), label, sidecar, tuple(notes), error=broken[0][1])]
-    stacks = [StackSource(f.stem, (), error=why) for f, why in broken]
+    if label is not None or sidecar is not None:
+        why = "a label" if label is not None else f"an exposure list ({sidecar.name})"
+        error = broken[0][1] if broken else None
+        note = f"one stack: the folder has {why}"
+        return [StackSource(folder.name, tuple(_capture_order(items)), label, sidecar, (*notes, note), error)]
+    if not items:
+        return [StackSource(folder.name, (), notes=tuple(notes), error=broken[0][1])]
+    stacks = []
     multipage = {i.path for i in items if i.page is not None and i.page > 0}
     for f in sorted(multipage, key=_natural_key):  # a multi-page TIFF is a stack of its own
         stacks.append(_make_source(f.stem, [i for i in items if i.path == f], notes=["one multi-page TIFF"]))
-    single = [i for i in items if i.path not in multipage]
-    if single:
-        stacks += _group(single, folder.name, label=label, sidecar=sidecar, group_size=group_size, notes=notes)
-    return stacks
+    rest = [i for i in items if i.path not in multipage]
+    if rest:
+        stacks += _group(rest, folder.name, options=options, notes=notes)
+    return _place_broken(stacks, broken)
 
 
-def _discover_folder(folder: Path, group_size: int | None, seen: set[tuple[int, int]]) -> list[StackSource]:
+def _discover_folder(folder: Path, options: GroupOptions, seen: set[tuple[int, int]]) -> list[StackSource]:
     """Stacks in ``folder`` and its subfolders; each real folder is visited once (``seen`` holds the
-    (device, inode) of those visited), so a symlink loop cannot make discovery run forever."""
+    (device, inode) of those visited), so a symlink loop cannot make discovery run forever. A
+    subfolder that cannot be listed is a failed stack of its own."""
     try:
         st = folder.stat()
         entries = sorted(folder.iterdir(), key=_natural_key)
@@ -232,10 +219,13 @@ def _discover_folder(folder: Path, group_size: int | None, seen: set[tuple[int, 
     if (st.st_dev, st.st_ino) in seen:
         return []
     seen.add((st.st_dev, st.st_ino))
-    stacks = _folder_stacks(folder, entries, group_size)
+    stacks = _folder_stacks(folder, entries, options)
     for sub in entries:
         if sub.is_dir() and not sub.name.startswith("."):
-            stacks += _discover_folder(sub, group_size, seen)
+            try:
+                stacks += _discover_folder(sub, options, seen)
+            except FuseError as e:
+                stacks.append(StackSource(sub.name, (), error=str(e)))
     return stacks
 
 
@@ -247,10 +237,11 @@ def select_shard(sources: Sequence[StackSource], index: int, count: int) -> list
     return ordered[index - 1 :: count]
 
 
-def discover(paths: Sequence[Path], group_size: int | None = None) -> list[StackSource]:
-    """Find the bracket stacks in folders and files (headers only; nothing is decoded)."""
-    if group_size is not None and group_size < 2:
-        raise FuseError(f"--group-size {group_size}: a bracket needs at least 2 frames")
+def discover(paths: Sequence[Path], options: GroupOptions = GroupOptions()) -> list[StackSource]:
+    """Find the brackets and single shots in folders and files (headers and small previews only:
+    no frame is decoded in full), named uniquely."""
+    if options.group_size is not None and options.group_size < 2:
+        raise UsageError(f"--group-size {options.group_size}: a bracket needs at least 2 frames")
     stacks: list[StackSource] = []
     loose: list[Path] = []
     seen: set[tuple[int, int]] = set()
@@ -258,7 +249,7 @@ def discover(paths: Sequence[Path], group_size: int | None = None) -> list[Stack
         if not path.exists():
             raise FuseError(f"{path}: no such file or folder")
         if path.is_dir():
-            found = _discover_folder(path, group_size, seen)
+            found = _discover_folder(path, options, seen)
             if not found:
                 raise FuseError(f"{path}: no RAW, TIFF, PNG or JPEG frames in this folder or its subfolders")
             stacks += found
@@ -269,15 +260,30 @@ def discover(paths: Sequence[Path], group_size: int | None = None) -> list[Stack
     if loose:
         files, notes = _drop_raw_duplicates(loose)
         items, broken = _probe_all(files)
-        stacks += [StackSource(f.stem, (), error=why) for f, why in broken]
+        found = []
         if len(files) == 1 and len(items) > 1:
-            stacks.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
+            found.append(_make_source(files[0].stem, items, notes=["one multi-page TIFF"]))
         elif items:
-            stacks += _group(items, items[0].path.stem, label=None, sidecar=None, group_size=group_size, notes=notes)
-    names: dict[str, int] = {}
-    unique = []
-    for s in stacks:  # stack names become output names: keep them unique
-        n = names.get(s.name, 0)
-        names[s.name] = n + 1
-        unique.append(s if n == 0 else dataclasses.replace(s, name=f"{s.name}_{n + 1}"))
-    return unique
+            found += _group(items, items[0].path.stem, options=options, notes=notes)
+        stacks += _place_broken(found, broken)
+    return unique_names(stacks)
+
+
+def unique_names(stacks: Sequence[StackSource]) -> list[StackSource]:
+    """Stack names become output names: a name that repeats one before it (folders of one name in
+    different places) takes the first of NAME_2, NAME_3, ... that no stack has, ignoring case (as a
+    macOS or Windows disk does), so no two outputs can ever collide."""
+    taken = {s.name.casefold() for s in stacks}
+    given: set[str] = set()
+    out = []
+    for s in stacks:
+        name = s.name
+        if name.casefold() in given:
+            n = 2
+            while f"{s.name}_{n}".casefold() in taken:
+                n += 1
+            name = f"{s.name}_{n}"
+            taken.add(name.casefold())
+        given.add(name.casefold())
+        out.append(s if name == s.name else dataclasses.replace(s, name=name))
+    return out

@@ -9,3 +9,8 @@ keeps its traceback.
 
 class FuseError(Exception):
     """A user-facing error: one line naming the file (when there is one) and the problem."""
+
+
+class UsageError(FuseError):
+    """A FuseError about how the command was called (a bad option value): exit code 2, as Click's
+    own usage errors, where a problem with the input exits 1."""

@@ -20,7 +20,7 @@ import torch
 from fusecli.baselines import best_exposed, best_single, enfuse_display, mertens_display
 from fusecli.develop import display
 from fusecli.discover import StackSource
-from fusecli.errors import FuseError
+from fusecli.errors import FuseError, UsageError
 from fusecli.fuse import fuse_stack
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
@@ -311,7 +311,8 @@ def evaluate_sources(
     predictions)`` sees each stack's results (the report and progress bar use it)."""
     methods = method_names(options)
     rows: list[dict] = []
-    for _, case, _ in prefetch(sources, lambda source: open_case(source, options)):
+    brackets = [s for s in sources if not s.single]  # a single shot has nothing to fuse
+    for _, case, _ in prefetch(brackets, lambda source: open_case(source, options)):
         case_rows: list[dict] = []
         predictions: list[tuple[str, Prediction]] = []
         name = case.source.name
@@ -401,13 +402,15 @@ def parse_thresholds(text: str | None, op: str) -> list[Threshold]:
         metric, sep, value = item.strip().partition("=")
         metric = metric.strip()
         if not sep or metric not in METRICS:
-            raise FuseError(
+            raise UsageError(
                 f"--fail-{op} {text!r}: expected METRIC=VALUE[,...] with METRIC one of {', '.join(METRICS)}"
             )
         try:
             limit = float(value)
         except ValueError:
-            raise FuseError(f"--fail-{op} {text!r}: {value.strip()!r} is not a number") from None
+            limit = math.nan
+        if not math.isfinite(limit):
+            raise UsageError(f"--fail-{op} {text!r}: {value.strip()!r} is not a finite number")
         out.append(Threshold(metric, op, limit))
     return out
 

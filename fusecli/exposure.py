@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
-from fusecli.errors import FuseError
+from fusecli.errors import FuseError, UsageError
 from fusecli.io.common import FrameInfo
 
 if TYPE_CHECKING:
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 RatioSource = Literal["user", "exif", "sidecar", "estimated"]
 SAME_EXPOSURE = 0.02  # exposures within 2 % of each other are "the same"
+#: An EXIF exposure time longer than this (seconds) is a broken tag, not a camera's: the pixels decide.
+MAX_EXPOSURE_S = 3600.0
+#: Metadata whose ratios differ from the pixels' by more than this many stops is a broken tag (or
+#: another camera's): the pixels decide, with a warning. A camera's tone curve alone stays well inside.
+MAX_DISAGREEMENT_EV = 3.0
 
 
 # --- sidecar exposure lists ---------------------------------------------------------------------
@@ -82,8 +87,9 @@ def sidecar_time(times: dict[str, float], info: FrameInfo) -> float | None:
 
 
 def _relative_exposures(infos: Sequence[FrameInfo]) -> list[float] | None:
-    """time x ISO / N^2 of every frame (ISO and N only where every frame has them), or None."""
-    if any(i.exposure_time is None for i in infos):
+    """time x ISO / N^2 of every frame (ISO and N only where every frame has them), or None where a
+    time is missing or absurd."""
+    if any(i.exposure_time is None or i.exposure_time > MAX_EXPOSURE_S for i in infos):
         return None
     iso = all(i.iso for i in infos)
     aperture = all(i.aperture for i in infos)
@@ -119,7 +125,8 @@ def plan_exposures(
         listed = [sidecar_time(times, i) for i in infos]
         missing = [i.name for i, t in zip(infos, listed) if t is None]
         if missing:
-            raise FuseError(f"{source.sidecar}: no exposure time for {', '.join(missing)}")
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise FuseError(f"{source.sidecar}: no exposure time for {', '.join(missing[:3])}{more}")
         exposures, what = listed, f"exposure list {source.sidecar.name}"
     if ratios is not None:
         _check_user_ratios(ratios, source)
@@ -141,13 +148,13 @@ def plan_exposures(
 
 def _check_user_ratios(ratios: Sequence[float], source: StackSource) -> None:
     if len(ratios) != len(source.frames):
-        raise FuseError(f"--ratios gives {len(ratios)} values but stack {source.name} has {len(source.frames)} frames")
+        raise UsageError(f"--ratios gives {len(ratios)} values but stack {source.name} has {len(source.frames)} frames")
     if (
         abs(ratios[0] - 1.0) > 1e-9
         or any(not (0 < r <= 1) for r in ratios)
         or any(b >= a for a, b in zip(ratios, ratios[1:]))
     ):
-        raise FuseError(
+        raise UsageError(
             f"--ratios {','.join(f'{r:g}' for r in ratios)}: expected 1 first, then strictly decreasing "
             "values in (0, 1)"
         )
@@ -156,6 +163,46 @@ def _check_user_ratios(ratios: Sequence[float], source: StackSource) -> None:
 #: Bands of (noise floor, clip level, least samples) tried in turn to match neighbouring frames.
 ESTIMATE_BANDS = ((0.02, 0.9, 1000), (0.004, 0.97, 200), (0.002, 0.985, 50))
 ASSUMED_STEP = 0.25  # 2 EV: the most common bracket step, used when nothing else tells
+
+
+def _pair_steps(frames: np.ndarray, samples: int) -> list[float | None]:
+    """For each pair of neighbours (brightest first), darker / brighter as the pixels show it, or
+    None where no band of :data:`ESTIMATE_BANDS` has enough samples; ``samples`` per frame at most."""
+    k = frames.shape[0]
+    step = max(1, int(math.sqrt(frames[0].size / samples)))
+    sample = frames[:, :, ::step, ::step].reshape(k, -1)
+    steps: list[float | None] = []
+    for i in range(k - 1):
+        bright, dark = sample[i], sample[i + 1]
+        found = None
+        for low, high, least in ESTIMATE_BANDS:
+            ok = (bright < high) & (bright > low) & (dark > low)
+            if int(ok.sum()) >= least:
+                found = float(np.median(dark[ok] / bright[ok]))
+                break
+        steps.append(found)
+    return steps
+
+
+def disagreement(frames: np.ndarray, ratios: Sequence[float], samples: int = 250_000) -> float:
+    """How far ``ratios`` (from metadata) are from what the pixels show: the largest difference in
+    stops between a pair of neighbours' step and the pixels' (pairs the pixels cannot measure left
+    out; 0 when none can be). frames (K, C, H, W) [0, 1] in the order of ``ratios``."""
+    off = 0.0
+    for i, step in enumerate(_pair_steps(frames, samples)):
+        if step is not None and step > 0 and ratios[i] > 0 and ratios[i + 1] > 0:
+            off = max(off, abs(math.log2((ratios[i + 1] / ratios[i]) / step)))
+    return off
+
+
+def absurd_exposures(infos: Sequence[FrameInfo]) -> list[str]:
+    """Warnings for frames whose EXIF exposure time no camera takes (over :data:`MAX_EXPOSURE_S`):
+    the tag is ignored and the pixels decide."""
+    return [
+        f"{i.name}: EXIF exposure time {i.exposure_time:g} s is absurd: ignored, ratios estimated from the pixels"
+        for i in infos
+        if i.exposure_time is not None and i.exposure_time > MAX_EXPOSURE_S
+    ]
 
 
 def estimate_ratios(frames: np.ndarray) -> tuple[list[float], list[str]]:
@@ -168,19 +215,7 @@ def estimate_ratios(frames: np.ndarray) -> tuple[list[float], list[str]]:
     that no band matches (5-6 EV apart, few pixels well exposed in both) takes the geometric mean of
     the steps that were found, else :data:`ASSUMED_STEP`, with a warning. frames (K, C, H, W) [0, 1].
     """
-    k = frames.shape[0]
-    step = max(1, int(math.sqrt(frames[0].size / 2_000_000)))  # at most ~2 M samples per frame
-    sample = frames[:, :, ::step, ::step].reshape(k, -1)
-    steps: list[float | None] = []
-    for i in range(k - 1):
-        bright, dark = sample[i], sample[i + 1]
-        found = None
-        for low, high, least in ESTIMATE_BANDS:
-            ok = (bright < high) & (bright > low) & (dark > low)
-            if int(ok.sum()) >= least:
-                found = float(np.median(dark[ok] / bright[ok]))
-                break
-        steps.append(found)
+    steps = _pair_steps(frames, 2_000_000)
     known = [s for s in steps if s is not None]
     warnings = []
     if len(known) < len(steps):

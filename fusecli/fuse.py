@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from fusecli.discover import StackSource
-from fusecli.errors import FuseError
+from fusecli.errors import FuseError, UsageError
+from fusecli.io.common import write_error
 from fusecli.model import FuseNet
 from fusecli.outputs import OutputOptions, output_paths, remove_stale_parts, write_outputs
 from fusecli.runtime import usable_cores
@@ -61,13 +62,17 @@ class FuseOptions:
     dry_run: bool = False
     jobs: int | None = None
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_memory) and 0.001 <= self.max_memory <= 4096):
+            raise UsageError(f"--max-memory {self.max_memory}: expected GiB between 0.001 and 4096")
+
 
 @dataclass
 class Result:
     """What happened to one stack (the summary's row)."""
 
     stack: str
-    status: str  # "fused", "skipped", "failed" or "planned" (dry run)
+    status: str  # "fused", "skipped", "failed", "single" (a single shot: not fused) or "planned" (dry run)
     outputs: list[str] = field(default_factory=list)
     reason: str | None = None
     seconds: float = 0.0
@@ -232,7 +237,7 @@ def _write(
     except FuseError as e:
         return Result(source.name, "failed", reason=str(e))
     except OSError as e:
-        why = e.strerror or str(e) or type(e).__name__
+        why = write_error(e, out_dir)
         return Result(source.name, "failed", reason=f"{getattr(e, 'filename', None) or out_dir}: cannot write ({why})")
     result = _fused(stack, source, paths, time.perf_counter() - t0, stack_options)
     result.outputs = [str(p) for p in missing]
@@ -243,7 +248,12 @@ def _write(
 
 
 def _plan(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
-    """The result of a stack that needs no fusing (failed, planned or skipped), or None: fuse it."""
+    """The result of a stack that needs no fusing (a single shot, failed, planned or skipped), or
+    None: fuse it."""
+    if source.single:
+        return Result(source.name, "single", reason=source.notes[-1] if source.notes else "a single shot")
+    if source.error is not None:
+        return Result(source.name, "failed", reason=source.error)
     try:
         paths = output_paths(source, out_dir, options)
     except FuseError as e:

@@ -434,7 +434,13 @@ def read_sidecar(path: Path) -> dict:
         raise FuseError(f"{json_path}: not a readable model sidecar ({e})") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         raise FuseError(f"{json_path}: not a fusecli model sidecar (format is not {FORMAT!r})")
-    if sidecar.get("format_version", 0) > FORMAT_VERSION:
+    version = sidecar.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FuseError(f"{json_path}: format_version must be a whole number, got {version!r}")
+    for key in ("architecture", "loss"):
+        if not isinstance(sidecar.get(key, {}), dict):
+            raise FuseError(f"{json_path}: {key} must be a table (a JSON object), got {type(sidecar[key]).__name__}")
+    if version > FORMAT_VERSION:
         raise FuseError(
             f"{json_path}: model format {sidecar['format_version']} is newer than this fusecli reads ({FORMAT_VERSION})"
         )

@@ -5,14 +5,37 @@ are :mod:`fusecli.choices`'.
 
 from __future__ import annotations
 
+import math
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
 
-from fusecli.choices import AlignMode, Device, Method, OutputFormat, Transfer, values
-from fusecli.errors import FuseError
+from fusecli.choices import AlignMode, Device, Grouping, Method, OutputFormat, Transfer, values
+from fusecli.console import one_line
+from fusecli.errors import UsageError
+
+
+class OneLineUsage(TyperGroup):
+    """Click's usage errors (an unknown option, a bad value) as one line on stderr, exit code 2, like
+    every other refusal (Typer would draw a box of several lines)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as e:
+            if isinstance(e, NoArgsIsHelpError):  # no arguments: the help, as asked
+                typer.echo(e.format_message(), err=True)
+            else:
+                typer.echo(f"fusecli: error: {one_line(e.format_message())}", err=True)
+            code = e.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def choices(enum: type[Enum], text: str | None, aliases: dict[str, str] | None = None) -> tuple[str, ...] | None:
@@ -27,34 +50,37 @@ def choices(enum: type[Enum], text: str | None, aliases: dict[str, str] | None =
 
 
 def ratios(text: str | None) -> tuple[float, ...] | None:
-    """``--ratios 1,0.25,0.0625`` -> (1.0, 0.25, 0.0625); a FuseError when a value is not a number."""
+    """``--ratios 1,0.25,0.0625`` -> (1.0, 0.25, 0.0625); a UsageError when a value is not a finite number."""
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError
+        return values
     except ValueError:
-        raise FuseError(f"--ratios {text!r}: expected comma-separated numbers such as 1,0.25,0.0625") from None
+        raise UsageError(f"--ratios {text!r}: expected comma-separated numbers such as 1,0.25,0.0625") from None
 
 
 def size(text: str) -> tuple[int, int]:
-    """``--size 512x384`` -> (512, 384); a FuseError when it is not WIDTHxHEIGHT."""
+    """``--size 512x384`` -> (512, 384); a UsageError when it is not WIDTHxHEIGHT."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise FuseError(f"--size {text!r}: expected WIDTHxHEIGHT such as 512x384") from None
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT such as 512x384") from None
     return width, height
 
 
 def shard(text: str | None) -> tuple[int, int] | None:
-    """``--shard 2/8`` -> (2, 8); a FuseError unless 1 <= I <= N."""
+    """``--shard 2/8`` -> (2, 8); a UsageError unless 1 <= I <= N."""
     if text is None:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise FuseError(f"--shard {text!r}: expected I/N such as 2/8") from None
+        raise UsageError(f"--shard {text!r}: expected I/N such as 2/8") from None
     if not 1 <= i <= n:
-        raise FuseError(f"--shard {text!r}: expected 1 <= I <= N")
+        raise UsageError(f"--shard {text!r}: expected 1 <= I <= N")
     return i, n
 
 
@@ -82,6 +108,12 @@ Paths = Annotated[
     List[Path],
     typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files."),
 ]
+GroupOpt = _opt(
+    Grouping,
+    "--group",
+    help="How frames become brackets: by the pictures and the metadata, the metadata alone, or each folder whole.",
+    rich_help_panel="Input",
+)
 GroupSize = _opt(
     Optional[int], "--group-size", help="Split flat folders into brackets of N frames.", rich_help_panel="Input"
 )

@@ -152,6 +152,7 @@ def write_outputs(
 
 
 def remove_stale_parts(out_dir: Path, own: bool = False) -> int:
-    """Remove the hidden temporary outputs a run that is no longer alive left in ``out_dir`` (another
-    live run's files in progress are kept; ``own=True`` also removes this process's own)."""
-    return common.remove_stale_parts(out_dir, (".*_fused.*.part", ".*_weights.png.*.part"), own=own)
+    """Remove the temporaries that runs no longer alive left in ``out_dir`` (another live run's files
+    in progress are kept; ``own=True`` also removes this process's own): see
+    :func:`fusecli.io.common.remove_stale_parts`."""
+    return common.remove_stale_parts(out_dir, own=own)

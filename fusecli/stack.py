@@ -22,7 +22,15 @@ from fusecli import deghost as ghosts
 from fusecli.choices import AlignMode, Transfer
 from fusecli.discover import StackSource
 from fusecli.errors import FuseError
-from fusecli.exposure import SAME_EXPOSURE, RatioSource, estimate_ratios, plan_exposures
+from fusecli.exposure import (
+    MAX_DISAGREEMENT_EV,
+    SAME_EXPOSURE,
+    RatioSource,
+    absurd_exposures,
+    disagreement,
+    estimate_ratios,
+    plan_exposures,
+)
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import FrameInfo, available_memory
@@ -110,6 +118,27 @@ def _reorder(frames: np.ndarray, order: Sequence[int]) -> None:
         frames[i], done[i] = held, True
 
 
+def _from_pixels(
+    frames: np.ndarray, slots: Sequence[FrameInfo], ratios: Sequence[float] | None, name: str, notes: list[str]
+) -> tuple[list[int], list[float], RatioSource]:
+    """Order and ratios where the metadata cannot tell: frames reordered in place by brightness ->
+    (order over the slots, ratios, their source), ``notes`` told how. ``ratios`` are the user's."""
+    order = sorted(range(len(slots)), key=lambda k: -float(frames[k].mean()))
+    _reorder(frames, order)
+    if ratios is not None:
+        notes.append("frames ordered by brightness (the metadata does not tell), ratios from --ratios")
+        return order, list(ratios), "user"
+    found, warnings = estimate_ratios(frames)
+    notes.append("no exposure metadata: ratios estimated from the pixels (pass --ratios to set them)")
+    notes += [f"warning: {w}" for w in warnings]
+    if any(b >= a * (1 - SAME_EXPOSURE) for a, b in zip(found, found[1:])):
+        raise FuseError(
+            f"{slots[order[0]].path}: frames of stack {name} look equally exposed (estimated ratios "
+            f"{', '.join(f'{r:.3g}' for r in found)})"
+        )
+    return order, found, "estimated"
+
+
 def frame_buffer(shape: tuple[int, ...], pinned: bool) -> np.ndarray:
     """An uninitialised float32 array for a stack's frames; ``pinned``: in page-locked memory (torch's
     caching host allocator, reused from stack to stack), which a CUDA device copies from at the bus's
@@ -159,26 +188,23 @@ def load_stack(
                 )
         else:
             image_io.read_frame(info, transfer, out=frames[slot])
-    notes = list(source.notes)
+    slots = [infos[k] for k in decode_order]  # the frame in each slot of ``frames``
+    notes = list(source.notes) + [f"warning: {w}" for w in absurd_exposures(infos)]
+    if (
+        plan is not None
+        and plan[2] in ("exif", "sidecar")
+        and (off := disagreement(frames, plan[1])) > MAX_DISAGREEMENT_EV
+    ):
+        what = "EXIF" if plan[2] == "exif" else "listed"
+        notes.append(
+            f"warning: the {what} exposures disagree with the pixels by {off:.1f} EV: ratios estimated from them"
+        )
+        plan = None
     if plan is None:
-        order = sorted(range(len(infos)), key=lambda k: -float(frames[k].mean()))
-        _reorder(frames, order)
-        if ratios is not None:
-            found, how = list(ratios), "user"
-            notes.append("frames ordered by brightness (the metadata does not tell), ratios from --ratios")
-        else:
-            found, warnings = estimate_ratios(frames)
-            how = "estimated"
-            notes.append("no exposure metadata: ratios estimated from the pixels (pass --ratios to set them)")
-            notes += [f"warning: {w}" for w in warnings]
-            if any(b >= a * (1 - SAME_EXPOSURE) for a, b in zip(found, found[1:])):
-                raise FuseError(
-                    f"{infos[order[0]].path}: frames of stack {source.name} look equally exposed (estimated ratios "
-                    f"{', '.join(f'{r:.3g}' for r in found)})"
-                )
+        order, found, how = _from_pixels(frames, slots, ratios, source.name, notes)
     else:
-        order, found, how = plan
-    ordered = tuple(infos[k] for k in order)
+        order, found, how = list(range(len(slots))), plan[1], plan[2]
+    ordered = tuple(slots[k] for k in order)
     for j in range(1, len(found)):
         if found[j] >= found[j - 1] * (1 - SAME_EXPOSURE):
             notes.append(f"{ordered[j].name} has the exposure of {ordered[j - 1].name}: both are fused")
@@ -190,7 +216,7 @@ def load_stack(
         ratio_source=how,
         kind=source.kind,
         transfer=transfers.pop(),
-        camera=cameras[order[0]],
+        camera=cameras[infos.index(ordered[0])],
         label_path=source.label,
         notes=tuple(notes),
     )

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from fusecli.develop import RGB_TO_XYZ, linear_to_srgb, srgb_to_linear
-from fusecli.errors import FuseError
+from fusecli.errors import FuseError, UsageError
 from fusecli.io.dng import Exposure, write_dng
 from fusecli.io.image import read_radiance, write_label
 from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer
@@ -65,8 +65,14 @@ class SynthConfig:
     moving_object: bool = False  # a small textured disc that moves between frames (a ghost)
 
     def __post_init__(self) -> None:
-        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
-            raise FuseError(f"synth size {self.width}x{self.height}: width and height must be even and at least 16")
+        if (
+            self.width % 2
+            or self.height % 2
+            or not 16 <= min(self.width, self.height) <= max(self.width, self.height) <= 8192
+        ):
+            raise UsageError(
+                f"synth size {self.width}x{self.height}: width and height must be even, at least 16 and at most 8192"
+            )
         r = self.ratios
         if len(r) < 2 or r[0] != 1.0 or any(b >= a or b <= 0 for a, b in zip(r, r[1:])):
             raise FuseError(f"synth ratios {r}: expected 1 first, then strictly decreasing values > 0")

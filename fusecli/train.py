@@ -17,6 +17,7 @@ gradients, and rank 0 logs and saves (gloo on CPU, NCCL on CUDA).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tomllib
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader
 from fusecli import config
 from fusecli.dataset import CropDataset, DataConfig, Sample, StepBatches, build_datasets
 from fusecli.errors import FuseError
+from fusecli.io.common import check_writable, write_error
 from fusecli.losses import FusionLoss, LossConfig
 from fusecli.metrics import psnr, ssim
 from fusecli.model import FuseNet, ModelConfig, save_model
@@ -51,6 +53,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
 
+    def __post_init__(self) -> None:
+        ranges = {"weight_decay": (0, None), "warmup": (0, None), "min_lr_ratio": (0, 1), "grad_clip": (0, None)}
+        config.check_ranges(self, "optim", {"lr": (1e-12, 10), **ranges})
+
 
 @dataclass
 class TrainConfig:
@@ -65,6 +71,10 @@ class TrainConfig:
     ckpt_every: int = 50
     log_every: int = 10
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        every = {"val_every": (1, None), "ckpt_every": (1, None), "log_every": (1, None)}
+        config.check_ranges(self, "train", {"steps": (1, None), "batch_size": (1, None), "seed": (0, None), **every})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,12 +282,40 @@ def _setup(cfg: TrainConfig, world: int, ckpt: dict | None):
     return device, model, optimizer, int(ckpt["step"]), float(ckpt["best_val"])
 
 
-def _start(cfg: TrainConfig, run: Path, resume: bool, rank: int, world: int) -> tuple:
+@contextlib.contextmanager
+def _run_lock(run: Path, rank: int) -> Iterator[bool]:
+    """Hold the run folder for this process (rank 0 of a torchrun) while it trains: a second train
+    into it is refused -> whether the folder was made here."""
+    if rank != 0:
+        yield False
+        return
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        handle = open(run / ".lock", "a")
+    except OSError as e:
+        raise FuseError(f"{run}: cannot write the run folder ({e.strerror})") from None
+    try:
+        import fcntl  # (POSIX: elsewhere there is no lock to take)
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
+    except OSError:
+        handle.close()
+        raise FuseError(f"{run}: another fusecli train is running in this run folder") from None
+    try:
+        yield created
+    finally:
+        handle.close()
+
+
+def _start(cfg: TrainConfig, run: Path, resume: bool, world: int, created: bool) -> tuple:
     """The run folder checked (and its configuration written by rank 0), the model and optimiser
     (:func:`_setup`) and the data (:func:`build_datasets`) -> (device, model, optimizer, first step,
     best validation loss, training samples, validation samples). A run that fails to start leaves no
-    folder behind."""
-    created = rank == 0 and not run.exists()
+    folder behind (``created``: this process made it)."""
+    rank = dist.get_rank() if world > 1 else 0
     try:
         ckpt = _open_run(cfg, run, resume, write=rank == 0)
         return (*_setup(cfg, world, ckpt), *build_datasets(cfg.data, cfg.seed, run / "cache"))
@@ -296,8 +334,25 @@ def train(
 ) -> dict:
     """Train (or resume) in the run folder; returns the last validation (or training) figures."""
     run = Path(run)
+    if export is not None:
+        check_writable(Path(export).parent, "model file (--export)")
     rank, world = _dist(cfg.device)
-    device, model, optimizer, start, best, train_set, val_set = _start(cfg, run, resume, rank, world)
+    with _run_lock(run, rank) as created:
+        return _train(cfg, run, resume=resume, export=export, on_step=on_step, created=created)
+
+
+def _train(
+    cfg: TrainConfig,
+    run: Path,
+    *,
+    resume: bool,
+    export: Path | None,
+    on_step: Callable[[int, dict], None] | None,
+    created: bool,
+) -> dict:
+    """The training loop of :func:`train`, in its run folder, which this process holds."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device, model, optimizer, start, best, train_set, val_set = _start(cfg, run, resume, world, created)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss_fn = FusionLoss(cfg.loss)
     loader = DataLoader(
@@ -375,8 +430,7 @@ def train(
     if world > 1:
         dist.barrier()
         # Tear the process group down before the interpreter exits: gloo's threads still running at
-        # exit ended a rank with "terminate called without an active exception" (SIGABRT) in about
-        # 1 run in 9.
+        # exit can end a rank with "terminate called without an active exception" (SIGABRT).
         dist.destroy_process_group()
     return last_val
 
@@ -391,9 +445,12 @@ def export_model(run: Path, path: Path, cfg: TrainConfig | None = None) -> tuple
     val = {}
     log = run / "log.jsonl"
     if log.exists():
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            if "val" in record and record["step"] == ckpt["step"]:
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a killed run can leave a partial last line
+                continue
+            if isinstance(record, dict) and "val" in record and record.get("step") == ckpt["step"]:
                 val = record["val"]
     domains = []
     if cfg.data.synth_radiance or cfg.data.synth_procedural or cfg.data.datasets:
@@ -416,4 +473,7 @@ def export_model(run: Path, path: Path, cfg: TrainConfig | None = None) -> tuple
         },
         "validation": val,
     }
-    return save_model(path, model, meta)
+    try:
+        return save_model(path, model, meta)
+    except OSError as e:
+        raise FuseError(f"{path}: cannot write the model ({write_error(e, Path(path).parent)})") from None

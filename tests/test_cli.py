@@ -52,14 +52,16 @@ def test_missing_path_is_one_line_and_exit_1(tmp_path):
 
 def test_one_bad_stack_does_not_hide_the_others(tmp_path):
     write_bracket_files(tmp_path / "good", smooth_scene(), [1, 0.25], times=[1 / 8, 1 / 32])
+    write_bracket_files(tmp_path / "same", smooth_scene(), [1, 1], times=[1 / 8, 1 / 8])
+    (tmp_path / "same" / "exposures.txt").write_text("IMG_0001.dng 1/8\nIMG_0002.dng 1/8\n")  # one stack, one exposure
     write_bracket_files(tmp_path / "single", smooth_scene(), [1], times=[1 / 8])
     result = runner.invoke(app, ["inspect", str(tmp_path), "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["failed"] == 1
-    good, single = data["stacks"]
-    assert good["ratios"] == [1.0, 0.25] and "only 1 frame" in single["error"]
-    assert "single" in result.stderr and result.stderr.count("\n") == 1
+    good, same, single = data["stacks"]
+    assert good["ratios"] == [1.0, 0.25] and "same exposure" in same["error"] and single["single"] is True
+    assert "same" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_ratios_option(tmp_path):
@@ -69,7 +71,7 @@ def test_ratios_option(tmp_path):
     [stack] = json.loads(result.stdout)["stacks"]
     assert stack["ratios"] == [1.0, 0.3, 0.1] and stack["ratio_source"] == "user"
     bad = runner.invoke(app, ["inspect", str(tmp_path), "--ratios", "1,fast"])
-    assert bad.exit_code == 1 and "expected comma-separated numbers" in bad.stderr
+    assert bad.exit_code == 2 and "expected comma-separated numbers" in bad.stderr  # a usage error
 
 
 def test_version():
@@ -88,7 +90,7 @@ def test_synth_command_writes_readable_stacks(tmp_path):
     again = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x48", "-o", str(tmp_path)])
     assert again.exit_code == 1 and "already exists" in again.stderr
     bad = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x47", "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "must be even" in bad.stderr
+    assert bad.exit_code == 2 and "must be even" in bad.stderr  # a usage error
 
 
 def test_installed_command_runs_as_a_subprocess():

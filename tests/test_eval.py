@@ -148,7 +148,7 @@ def test_fail_under_and_fail_over_exit_codes(dataset):
     assert _eval(dataset, "--fail-over", "l1=0.5").exit_code == 0
     assert _eval(dataset, "--fail-over", "l1=0.0001").exit_code == 3
     bad = _eval(dataset, "--fail-under", "sharpness=3")
-    assert bad.exit_code == 1 and "METRIC=VALUE" in bad.stderr
+    assert bad.exit_code == 2 and "METRIC=VALUE" in bad.stderr  # a usage error
 
 
 def test_csv_round_trips_to_the_json(dataset):
@@ -208,7 +208,7 @@ def test_bad_label_missing_pred_and_unlabelled_stack_are_reported_per_stack(data
 def test_usage_errors(dataset, tmp_path):
     bad = _eval(dataset, "--method", "hdrmerge")
     assert bad.exit_code == 2 and "mertens" in bad.stderr  # a usage error that lists the choices
-    assert _eval(dataset, "--json", "--csv").exit_code == 1
+    assert _eval(dataset, "--json", "--csv").exit_code == 2
     r = _eval(dataset, "--pred", tmp_path / "absent")
     assert r.exit_code == 1 and "not a folder" in r.stderr
 

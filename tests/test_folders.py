@@ -169,9 +169,12 @@ def test_a_run_keeps_another_live_runs_temporaries_and_removes_dead_ones(tmp_pat
     live = subprocess.Popen(["sleep", "60"])
     dead = subprocess.Popen(["true"])
     dead.wait()
+    from fusecli.io.common import _HOST, _pid_namespace
+
+    owner = f"fc-{_HOST}-{_pid_namespace()}"
     try:
-        mine = out / f".cannon_001_fused.dng.{live.pid}.abcd1234.part"  # another run, writing now
-        stale = out / f".cannon_002_fused.dng.{dead.pid}.abcd1234.part"  # a killed run's leftover
+        mine = out / f".cannon_001_fused.dng.{owner}-{live.pid}.abcd1234.part"  # another run, writing now
+        stale = out / f".cannon_002_fused.dng.{owner}-{dead.pid}.abcd1234.part"  # a killed run's leftover
         mine.write_bytes(b"in progress")
         stale.write_bytes(b"left behind")
         r = runner.invoke(app, ["fuse", str(SAMPLES / "procedural_001"), "-o", str(out)])

@@ -318,7 +318,7 @@ def test_shards_split_a_run_between_machines(tmp_path):
         done.append([x["stack"] for x in json.loads(r.stdout)["results"]])
     assert done == [["cannon_001", "procedural_001"], ["cannon_002"]]
     bad = _fuse(SAMPLES, "-o", tmp_path / "x", "--shard", "3/2")
-    assert bad.exit_code == 1 and "expected 1 <= I <= N" in bad.stderr
+    assert bad.exit_code == 2 and "expected 1 <= I <= N" in bad.stderr  # a usage error
 
 
 def test_prefetch_keeps_the_order_and_the_errors_with_stacks_opened_at_once():

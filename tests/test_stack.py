@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import camera, smooth_scene, write_bracket_files
 
-from fusecli.discover import discover
+from fusecli.discover import GroupOptions, discover
 from fusecli.errors import FuseError
 from fusecli.exposure import estimate_ratios
 from fusecli.stack import load_stack
@@ -42,6 +42,7 @@ def test_flat_folder_of_three_interleaved_brackets_is_grouped(tmp_path):
     assert sources[1].notes == (
         "bracket 2 of 3 in the folder: IMG_0004.dng: a new series "
         "(the exposure of IMG_0004.dng repeats IMG_0001.dng's)",
+        "one scene: structure IMG_0005.dng 1.00, IMG_0006.dng 1.00",
     )
     stack = load_stack(sources[2])
     # brightest first: the +2 EV frame (the third shot) is the reference
@@ -58,10 +59,10 @@ def test_group_size_overrides_when_there_is_no_metadata(tmp_path):
     _card_dump(tmp_path, times=False, stamps=False)
     [whole] = discover([tmp_path])  # nothing tells brackets apart: one stack
     assert len(whole.frames) == 9
-    sources = discover([tmp_path], group_size=3)
+    sources = discover([tmp_path], GroupOptions(group_size=3))
     assert [len(s.frames) for s in sources] == [3, 3, 3]
     with pytest.raises(FuseError, match="9 frames do not split into brackets of --group-size 4"):
-        discover([tmp_path], group_size=4)
+        discover([tmp_path], GroupOptions(group_size=4))
 
 
 def test_folder_of_stack_folders_with_labels(tmp_path):

@@ -30,12 +30,13 @@ from fusecli.io.common import (
     TIFF_EXTENSIONS,
     FrameInfo,
     check_dimensions,
+    exposure_mode,
     parse_exif_datetime,
     positive,
 )
 
 _EXIF_IFD = 0x8769
-_EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL = 33434, 33437, 34855, 36867
+_EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL, _EXPOSURE_MODE = 33434, 33437, 34855, 36867, 41986
 _MAKE, _MODEL, _DATETIME = 271, 272, 306
 
 
@@ -75,7 +76,10 @@ def probe_picture(path: Path) -> FrameInfo:
         raise FuseError(f"{path}: not an image (no PNG or JPEG decoder recognises it)") from None
     except OSError as e:
         raise FuseError(f"{path}: cannot read the image header ({e})") from None
-    channels = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "CMYK": 4}.get(mode, 3)
+    if mode == "CMYK":
+        raise FuseError(f"{path}: a CMYK image (print colours); fusecli reads RGB and grey: convert it to RGB first")
+    grey = ("1", "L", "I;16", "I;16B", "I", "LA", "La", "F")  # (an alpha channel is not image data)
+    channels = 1 if mode in grey else 3
     check_dimensions(path, width, height, channels)
     sub = exif.get_ifd(_EXIF_IFD) if exif else {}
     make, model = str(exif.get(_MAKE, "") or "").strip(), str(exif.get(_MODEL, "") or "").strip()
@@ -83,12 +87,13 @@ def probe_picture(path: Path) -> FrameInfo:
         path=path,
         width=width,
         height=height,
-        channels=min(channels, 3) if channels != 1 else 1,
+        channels=channels,
         kind="picture",
         exposure_time=positive(sub.get(_EXPOSURE_TIME)),
         iso=positive(sub.get(_ISO)),
         aperture=positive(sub.get(_FNUMBER)),
         timestamp=parse_exif_datetime(sub.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)),
+        auto_bracket=exposure_mode(sub.get(_EXPOSURE_MODE)),
         camera=_camera(make, model),
         bit_depth=16 if mode.startswith("I;16") or mode == "I" else 8,
     )
@@ -128,6 +133,10 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
                         "and float TIFF)"
                     )
                 _check_extent(path, page, size, (c, h, w))
+                if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
+                    raise FuseError(
+                        f"{path}: a CMYK TIFF (print colours); fusecli reads RGB and grey: convert it to RGB first"
+                    )
                 tags = {t.name: t.value for t in page.tags.values()}
                 exif = tags.get("ExifTag") or {}
                 make, model = str(tags.get("Make", "") or "").strip(), str(tags.get("Model", "") or "").strip()
@@ -136,12 +145,13 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
                         path=path,
                         width=w,
                         height=h,
-                        channels=min(c, 3) if c != 1 else 1,
+                        channels=1 if c <= 2 else 3,  # grey (+ alpha) or RGB (+ alpha): alpha is not image data
                         kind="tiff",
                         exposure_time=positive(exif.get("ExposureTime", tags.get("ExposureTime"))),
                         iso=positive(_first(exif.get("ISOSpeedRatings", tags.get("ISOSpeedRatings")))),
                         aperture=positive(exif.get("FNumber", tags.get("FNumber"))),
                         timestamp=parse_exif_datetime(exif.get("DateTimeOriginal") or tags.get("DateTime")),
+                        auto_bracket=exposure_mode(exif.get("ExposureMode")),
                         camera=_camera(make, model),
                         page=i if len(pages) > 1 else None,
                         bit_depth=page.dtype.itemsize * 8 if page.dtype.kind == "u" else None,
@@ -247,6 +257,8 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | N
         raise ValueError(f"read_frame reads TIFF and PNG/JPEG frames, not {info.kind}")
     if chw.shape[0] in (2, 4):  # grey + alpha, RGB + alpha: the alpha channel is not image data
         chw = chw[: chw.shape[0] - 1]
+    if chw.shape[0] == 3 and info.channels == 1:  # a grey file that the decoder expanded to RGB
+        chw = chw[:1]
     if chw.shape[1:] != (info.height, info.width):
         raise FuseError(
             f"{path}: decoded size {chw.shape[2]}x{chw.shape[1]} differs from its header {info.width}x{info.height}"
@@ -271,6 +283,26 @@ def _jpeg_complete(path: Path) -> bool:
         size = f.tell()
         f.seek(max(0, size - 4096))
         return b"\xff\xd9" in f.read()
+
+
+def preview(info: FrameInfo, side: int) -> np.ndarray | None:
+    """A small grey display-referred picture of a frame, to compare scenes -> (h, w) float32 [0, 1],
+    long side about ``side`` or more: a JPEG decoded at a fraction of its size; other files decoded
+    whole (linear, :func:`read_frame`), averaged over channels and sRGB-encoded. None when the frame
+    cannot be decoded (it fails with its reason when its bracket is opened)."""
+    from fusecli.develop import linear_to_srgb
+    from fusecli.io.common import jpeg_grey
+
+    if info.path.suffix.lower() in (".jpg", ".jpeg"):
+        return jpeg_grey(info.path, side)
+    try:
+        frame = read_frame(info)
+    except FuseError:
+        return None
+    grey = frame.mean(axis=0)
+    step = max(1, min(grey.shape) // (2 * side))  # area-averaged later; a stride first for large frames
+    grey = np.ascontiguousarray(grey[::step, ::step]) if step > 1 else grey
+    return linear_to_srgb(grey)
 
 
 def probe(path: Path) -> list[FrameInfo]:

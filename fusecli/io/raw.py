@@ -24,7 +24,7 @@ import rawpy
 import tifffile
 
 from fusecli.errors import FuseError
-from fusecli.io.common import FrameInfo, check_dimensions, parse_exif_datetime, positive
+from fusecli.io.common import FrameInfo, check_dimensions, exposure_mode, parse_exif_datetime, positive
 
 CANONICAL = ("R", "G1", "G2", "B")
 CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -148,6 +148,7 @@ def _tiff_metadata(path: Path) -> dict:
         "model": tags.get("Model"),
     }
     out["lens"] = exif.get("LensModel") or None
+    out["exposure_mode"] = exif.get("ExposureMode")
     focal = exif.get("FocalLength")
     out["focal_length"] = positive(focal) if focal is not None else None
     out["copyright"] = (tags.get("Copyright") or "").strip() or None
@@ -159,23 +160,36 @@ def _tiff_metadata(path: Path) -> dict:
         (tags.get("CalibrationIlluminant1"), tags.get("ColorMatrix1")),
         (tags.get("CalibrationIlluminant2"), tags.get("ColorMatrix2")),
     ]
-    matrices = [(ill, m) for ill, m in matrices if m is not None and len(m) == 18]
+    matrices = [(ill, _ratios(m, 9)) for ill, m in matrices]
+    matrices = [(ill, m) for ill, m in matrices if m is not None]  # a matrix with a zero denominator is no matrix
     if matrices:
         ill, m = next(((i, m) for i, m in matrices if i == 21), matrices[-1])
-        out["color_matrix"] = tuple(m[2 * i] / m[2 * i + 1] for i in range(9))
+        out["color_matrix"] = m
         out["illuminant"] = int(ill) if ill else None
     extra = []
     for name in ("ColorMatrix2", "CalibrationIlluminant2", "ForwardMatrix1", "ForwardMatrix2"):
         value = tags.get(name)
-        if value is not None:
-            extra.append((name, tuple(value) if isinstance(value, (tuple, list)) else (int(value),)))
+        if isinstance(value, (tuple, list)) and _ratios(value, 9) is not None:
+            extra.append((name, tuple(value)))
+        elif isinstance(value, int):
+            extra.append((name, (value,)))
     out["dng_colour"] = tuple(extra)
     if tags.get("UniqueCameraModel"):
         out["unique_model"] = str(tags["UniqueCameraModel"]).strip()
-    neutral = tags.get("AsShotNeutral")
-    if neutral is not None and len(neutral) == 6:
-        out["as_shot_neutral"] = tuple(neutral[2 * i] / neutral[2 * i + 1] for i in range(3))
+    neutral = _ratios(tags.get("AsShotNeutral"), 3)
+    if neutral is not None:
+        out["as_shot_neutral"] = neutral
     return out
+
+
+def _ratios(values, n: int) -> tuple[float, ...] | None:
+    """A TIFF RATIONAL/SRATIONAL array of ``n`` values (2n integers) -> the n numbers, or None when it
+    is missing, of another length, or has a zero denominator (a broken file's tag)."""
+    if values is None or not isinstance(values, (tuple, list)) or len(values) != 2 * n:
+        return None
+    if any(not isinstance(v, (int, float)) for v in values) or any(values[2 * i + 1] == 0 for i in range(n)):
+        return None
+    return tuple(values[2 * i] / values[2 * i + 1] for i in range(n))
 
 
 _TIFF_BASED = {
@@ -238,6 +252,7 @@ def _frame_info(raw: rawpy.RawPy, path: Path, meta: dict) -> FrameInfo:
         aperture=aperture,
         timestamp=timestamp,
         camera=camera,
+        auto_bracket=exposure_mode(meta.get("exposure_mode")),
     )
 
 
@@ -296,6 +311,44 @@ def capture_metadata(path: Path) -> dict:
     focal length (mm), copyright and artist, each None when the file has none (TIFF-based RAW only)."""
     meta = _metadata(Path(path))
     return {key: meta.get(key) for key in ("lens", "focal_length", "copyright", "artist")}
+
+
+def preview(path: Path, side: int) -> np.ndarray | None:
+    """A small grey picture of a RAW file, to compare scenes -> (h, w) float32 display-referred
+    [0, 1], its long side about ``side`` or more: the embedded JPEG preview where the file has one (the
+    mosaic is not decoded), else the mosaic's 2x2 tiles sampled, black and white levels applied, and
+    the sRGB curve. None when neither can be read."""
+    from fusecli.develop import linear_to_srgb  # (develop imports this module: imported when used)
+    from fusecli.io.common import jpeg_grey
+
+    try:
+        raw = _open(path, unpack=False)
+    except FuseError:
+        return None
+    try:
+        try:
+            thumb = raw.extract_thumb()
+        except rawpy.LibRawError:
+            thumb = None
+        if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
+            grey = jpeg_grey(bytes(thumb.data), side)
+            if grey is not None and min(grey.shape) >= 8:
+                return grey
+        elif thumb is not None and thumb.format == rawpy.ThumbFormat.BITMAP and thumb.data.ndim == 3:
+            return thumb.data.mean(axis=2, dtype=np.float32) / np.float32(255)
+        try:
+            raw.unpack()
+            visible = raw.raw_image_visible
+            black, white = float(np.mean(raw.black_level_per_channel)), float(raw.white_level)
+        except rawpy.LibRawError:
+            return None
+        step = max(2, 2 * (max(visible.shape) // (2 * side)))
+        tiles = [visible[dy::step, dx::step].astype(np.float32) for dy in (0, 1) for dx in (0, 1)]
+        h, w = min(t.shape[0] for t in tiles), min(t.shape[1] for t in tiles)
+        mean = sum(t[:h, :w] for t in tiles) / 4
+        return linear_to_srgb((mean - black) / max(white - black, 1.0))
+    finally:
+        raw.close()
 
 
 def read_camera(path: Path) -> CameraInfo:
