@@ -189,8 +189,9 @@ def write_tiff_stacks(root: Path, count: int, megapixels: float) -> list[list[Pa
 
 
 def write_dng_stack(folder: Path, megapixels: float, frames: int, seed: int = 0) -> None:
-    """One RAW bracket of ``frames`` DNGs (RGGB, 14-bit, exposures 1, 1/4, ...) of a smooth gradient
-    scene with noise, ``megapixels`` each, into ``folder``."""
+    """One RAW bracket of ``frames`` DNGs (RGGB, 14-bit, exposures 1, 1/4, ..., each with a preview of
+    about 1024 px as cameras embed one) of a smooth gradient scene with noise, ``megapixels`` each,
+    into ``folder``."""
     from fusecli.io.dng import Exposure, write_dng
     from fusecli.io.raw import CameraInfo
 
@@ -200,10 +201,13 @@ def write_dng_stack(folder: Path, megapixels: float, frames: int, seed: int = 0)
     scene = 0.02 + 3.0 * (x / w) * (y / h) + 0.05 * np.random.default_rng(seed).random((h, w), dtype=np.float32)
     cam = CameraInfo("fusecli", "bench", "RGGB", (2048.0,) * 4, 16383.0, (2.0, 1.0, 1.5), None)
     folder.mkdir(parents=True)
+    step = max(1, max(h, w) // 1024)
     for k, r in enumerate(0.25**k for k in range(frames)):
         mosaic = np.clip(np.minimum(scene * r, 1.0) * (16383 - 2048) + 2048, 0, 16383).astype(np.uint16)
         shot = Exposure(time=r / 60, timestamp=datetime(2026, 1, 1, 0, 0, k))
-        write_dng(folder / f"f{k}.dng", mosaic, cam, shot)
+        # a small rendered preview, as cameras embed one
+        shown = np.round(np.sqrt(np.clip(scene[::step, ::step] * r, 0, 1)) * 255).astype(np.uint8)
+        write_dng(folder / f"f{k}.dng", mosaic, cam, shot, preview=np.repeat(shown[..., None], 3, axis=-1))
 
 
 def _exposure_list(folder: Path) -> dict[str, float]:
