@@ -137,30 +137,17 @@ def _shrink_stack(frames: np.ndarray, k: int, size: tuple[int, int], cache: Summ
     return _area_to(size, means.mean(axis=0, dtype=np.float32), (peak >= CLIP).astype(np.float32))
 
 
-def warp_frame(frame: np.ndarray, warp: np.ndarray, reference: np.ndarray, gain: float = 1.0) -> np.ndarray:
+def warp_frame(frame: np.ndarray, warp: np.ndarray) -> np.ndarray:
     """Resample every plane of ``frame`` (C, H, W) at ``warp`` (reference pixel -> frame pixel),
-    bicubic, clipped to [0, 1]; pixels the frame does not cover take ``reference``'s times ``gain``
-    (the frame's exposure relative to the reference's), clipped to 1."""
+    bicubic, clipped to [0, 1]; pixels the frame does not cover (a border a few pixels wide) take
+    the frame's nearest edge pixel: its own exposure, where the reference's scaled values would be
+    off wherever the reference clipped or the camera's tone curve bent."""
     h, w = frame.shape[-2:]
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     out = np.empty_like(frame)
     for c in range(frame.shape[0]):
-        out[c] = cv2.warpPerspective(
-            frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0
-        )
-    covered = cv2.warpPerspective(
-        np.ones((h, w), np.float32),
-        warp,
-        (w, h),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0.0,
-    )
-    np.clip(out, 0.0, 1.0, out=out)
-    outside = covered < 0.999
-    if outside.any():
-        out[:, outside] = np.minimum(reference[:, outside] * np.float32(gain), 1.0)
-    return out
+        out[c] = cv2.warpPerspective(frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 class Aligned(NamedTuple):
@@ -185,7 +172,7 @@ def align_stack(
         )
     h, w = frames.shape[-2:]
     size = registration_size(h, w)
-    aligned = frames  # frame k is replaced once registered; frame 0 (the border fill) never is
+    aligned = frames  # frame k is replaced once registered; frame 0 never is
     previous = 0  # the last frame aligned (or the reference)
     shrunk = {0: _shrink_stack(frames, 0, size, summaries)}
     for k in range(1, len(frames)):
@@ -208,7 +195,7 @@ def align_stack(
         if max_displacement(warp, h, w) < TINY:
             motions.append(FrameMotion(k, "static", dx, dy, rot, cc, matrix=matrix))
         else:
-            aligned[k] = warp_frame(aligned[k], warp, aligned[0], ratios[k] / ratios[0])
+            aligned[k] = warp_frame(aligned[k], warp)
             if summaries is not None:
                 summaries.pop(k, None)
             shrunk[k] = _shrink_stack(aligned, k, size, summaries)
