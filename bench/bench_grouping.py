@@ -23,8 +23,9 @@ import common
 import numpy as np
 
 from fusecli import grouping
-from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.dng import write_dng
 from fusecli.io.image import probe
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import CameraInfo, probe_raw
 
 
@@ -85,7 +86,7 @@ def cost(brackets: Path, repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name, shown in (("dng_with_preview_s", preview), ("dng_without_preview_s", None)):
             path = Path(tmp) / f"{name}.dng"
-            write_dng(path, mosaic, cam, Exposure(time=1 / 100), preview=shown)
+            write_dng(path, mosaic, cam, Capture.shot(time=1 / 100), preview=shown)
             raw = probe_raw(path)
             out[name] = common.median_seconds(lambda raw=raw: grouping.thumbnail(raw), repeat)
     return out

@@ -16,7 +16,8 @@ import common
 import numpy as np
 import rawpy
 
-from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.dng import write_dng
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import CameraInfo, probe_raw, read_raw
 from fusecli.runtime import keep_freed_memory
 
@@ -34,7 +35,7 @@ def main() -> None:
         path = Path(tmp) / "frame.dng"
         mosaic = np.random.default_rng(0).integers(2048, 16000, (h, w)).astype(np.uint16)
         cam = CameraInfo("fusecli", "bench", "RGGB", (2048.0,) * 4, 16383.0, (2.0, 1.0, 1.5), None)
-        write_dng(path, mosaic, cam, Exposure(time=1 / 100))
+        write_dng(path, mosaic, cam, Capture.shot(time=1 / 100))
         size_mb = path.stat().st_size / 1e6
 
         def rawpy_only():

@@ -192,7 +192,8 @@ def write_dng_stack(folder: Path, megapixels: float, frames: int, seed: int = 0)
     """One RAW bracket of ``frames`` DNGs (RGGB, 14-bit, exposures 1, 1/4, ..., each with a preview of
     about 1024 px as cameras embed one) of a smooth gradient scene with noise, ``megapixels`` each,
     into ``folder``."""
-    from fusecli.io.dng import Exposure, write_dng
+    from fusecli.io.dng import write_dng
+    from fusecli.io.metadata import Capture
     from fusecli.io.raw import CameraInfo
 
     h = int(round((megapixels * 1e6 / 1.5) ** 0.5 / 2)) * 2
@@ -204,7 +205,7 @@ def write_dng_stack(folder: Path, megapixels: float, frames: int, seed: int = 0)
     step = max(1, max(h, w) // 1024)
     for k, r in enumerate(0.25**k for k in range(frames)):
         mosaic = np.clip(np.minimum(scene * r, 1.0) * (16383 - 2048) + 2048, 0, 16383).astype(np.uint16)
-        shot = Exposure(time=r / 60, timestamp=datetime(2026, 1, 1, 0, 0, k))
+        shot = Capture.shot(time=r / 60, timestamp=datetime(2026, 1, 1, 0, 0, k))
         # a small rendered preview, as cameras embed one
         shown = np.round(np.sqrt(np.clip(scene[::step, ::step] * r, 0, 1)) * 255).astype(np.uint8)
         write_dng(folder / f"f{k}.dng", mosaic, cam, shot, preview=np.repeat(shown[..., None], 3, axis=-1))

@@ -85,7 +85,7 @@ def inspect(
 
     with user_errors():
         options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost=False)
-        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
+        sources = discover(opt.paths(paths), GroupOptions(group, group_size, user_ratios=ratios is not None))
     rows, failed = [], 0
     for source in sources:
         try:
@@ -119,6 +119,7 @@ def synth(
     moving_object: opt.MovingObject = False,
     display: opt.Display = False,
     frames: opt.Frames = 3,
+    as_json: opt.AsJson = False,
 ) -> None:
     """Synthesise RAW brackets (DNG) with labels from real radiance maps and procedural scenes."""
     from fusecli.synth import DisplayConfig, SynthConfig, synthesise
@@ -132,8 +133,11 @@ def synth(
         written = synthesise(
             radiance or [], out, stacks_per_map=stacks, procedural=procedural, cfg=cfg, seed=seed, display=shown
         )
-    for folder in written:
-        typer.echo(str(folder))
+    if as_json:
+        typer.echo(dumps({"schema": JSON_SCHEMA, "stacks": [str(f) for f in written]}))
+    else:
+        for folder in written:
+            typer.echo(str(folder))
 
 
 @app.command()
@@ -152,9 +156,10 @@ def train(
     overrides: opt.Overrides = None,
     resume: opt.Resume = None,
     export: opt.Export = None,
+    as_json: opt.AsJson = False,
 ) -> None:
     """Train the fusion network on labelled stacks (or brackets synthesised from radiance maps)."""
-    from fusecli.console import train_progress
+    from fusecli.console import train_progress, train_summary
     from fusecli.train import configure
     from fusecli.train import train as run_training
 
@@ -180,8 +185,7 @@ def train(
                     err=True,
                 )
                 _exit_now(130)
-    if summary:
-        typer.echo(dumps({"schema": JSON_SCHEMA, "validation": summary}, indent=None))
+    typer.echo(train_summary(run, cfg.steps, summary, export, as_json))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun rank whose work is saved exits at once: C++ threads of the distributed backend
         # still alive in the interpreter's teardown can abort it, even after destroy_process_group.
@@ -208,11 +212,13 @@ def fuse(
     align: opt.AlignOpt = opt.AlignMode.translation,
     deghost: opt.Deghost = True,
     shard: opt.Shard = None,
+    quality: opt.Quality = 95,
     as_json: opt.AsJson = False,
     quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
 ) -> None:
-    """Fuse each bracket into one image: DNG for RAW stacks, 16-bit TIFF otherwise, plus previews."""
-    from fusecli.console import fuse_progress, print_fuse_summary
+    """Fuse each bracket into one image, by default of the frames' own kind (DNG for RAW stacks)."""
+    from fusecli.console import fuse_progress, fuse_row, print_fuse_summary
     from fusecli.discover import GroupOptions, discover, select_shard
     from fusecli.fuse import FuseOptions, fuse_sources
     from fusecli.model import load_model
@@ -223,14 +229,14 @@ def fuse(
     wanted = opt.choices(opt.OutputFormat, formats, {"jpeg": "jpg", "tif": "tiff"})
     with user_errors():
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
-        output_options = OutputOptions(wanted, linear, overwrite, save_weights)
+        output_options = OutputOptions(wanted, linear, overwrite, save_weights, quality)
         options = FuseOptions(stack_options, output_options, max_memory, dry_run, jobs)
-        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
+        sources = discover(opt.paths(paths), GroupOptions(group, group_size, user_ratios=ratios is not None))
         if (part := opt.shard(shard)) is not None:
             sources = select_shard(sources, *part)
         torch_device = pick_device(device.value)
         net = load_model(model, torch_device)[0] if not dry_run else None
-        with fuse_progress(len(sources), quiet or as_json) as on_result:
+        with fuse_progress(len(sources), quiet, verbose) as on_result:
             try:
                 results = fuse_sources(sources, net, torch_device, out, options, on_result=on_result)
             except KeyboardInterrupt:
@@ -241,16 +247,10 @@ def fuse(
                     err=True,
                 )
                 _exit_now(130)
-    for r in results:
-        for warning in r.warnings:
-            typer.echo(f"fusecli fuse: warning: {one_line(warning)}", err=True)
-        if r.status == "failed":  # one line each on stderr too: a pipeline reading --json still sees it
-            typer.echo(f"fusecli fuse: error: {r.stack}: {one_line(r.reason or '')}", err=True)
     if as_json:
         failed = sum(r.status == "failed" for r in results)
-        document = {"schema": JSON_SCHEMA, "results": [r.__dict__ for r in results], "failed": failed}
-        typer.echo(dumps(document))
-    else:
+        typer.echo(dumps({"schema": JSON_SCHEMA, "results": [fuse_row(r) for r in results], "failed": failed}))
+    elif not quiet:
         print_fuse_summary(results)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(EXIT_USER_ERROR)
@@ -276,6 +276,7 @@ def evaluate(
     align: opt.AlignOpt = opt.AlignMode.translation,
     deghost: opt.Deghost = True,
     quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Score the model and baselines against held-out labels: the seed's loss terms, PSNR, SSIM, MEF-SSIM.
 
@@ -283,7 +284,7 @@ def evaluate(
     (reasons in the output), 2 usage error, 3 a --fail-under/--fail-over threshold missed.
     """
     from fusecli import evaluate as ev
-    from fusecli.console import eval_csv, eval_json, print_eval_tables, progress
+    from fusecli.console import eval_csv, eval_json, print_eval_tables, progress, say
     from fusecli.discover import GroupOptions, discover
     from fusecli.io.common import check_writable
     from fusecli.losses import LossConfig
@@ -302,21 +303,18 @@ def evaluate(
         if report is not None:  # checked before hours of scoring, not after
             check_writable(report, "report (--report)")
         thresholds = ev.parse_thresholds(fail_under, "under") + ev.parse_thresholds(fail_over, "over")
-        sources = discover(paths, GroupOptions(group, group_size, user_ratios=ratios is not None))
+        sources = discover(opt.paths(paths), GroupOptions(group, group_size, user_ratios=ratios is not None))
         torch_device = pick_device(device.value)
         net, sidecar = load_model(model, torch_device)
         loss_config = LossConfig.from_dict(sidecar.get("loss", {}), source=str(model or "the bundled model"))
         with progress(len(sources), "stacks", quiet) as advance:
 
             def on_case(case, case_rows, predictions) -> None:
-                for r in case_rows:
-                    if r["status"] == "failed":
-                        typer.echo(
-                            f"fusecli eval: {r['stack']} ({r['method']}): {one_line(r['reason'] or '')}", err=True
-                        )
+                for r in (r for r in case_rows if r["status"] == "failed"):
+                    say(f"fusecli eval: {r['stack']} ({r['method']}): {one_line(r['reason'] or '')}")
                 if report is not None and case.stack is not None and predictions:
                     write_contact_sheet(report, case, predictions, case_rows)
-                advance()
+                advance(item=case.source.name)
 
             rows = ev.evaluate_sources(
                 sources, net, torch_device, loss_config=loss_config, options=options, on_case=on_case
@@ -328,8 +326,8 @@ def evaluate(
         typer.echo(dumps(eval_json(model, evaluation)))
     elif as_csv:
         typer.echo(eval_csv(evaluation), nl=False)
-    else:
-        print_eval_tables(evaluation, per_stack)
+    elif not quiet:
+        print_eval_tables(evaluation, per_stack or verbose)
     if evaluation.failed:
         raise typer.Exit(EXIT_USER_ERROR)
     if any(not c["passed"] for c in evaluation.checks):

@@ -55,9 +55,12 @@ def _stdout() -> Console:
 
 
 @contextlib.contextmanager
-def progress(total: int, label: str, quiet: bool = False, info: bool = False) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr (only on a terminal, and not when ``quiet``) -> ``advance(n=1,
-    completed=None, info="")``: move it on by ``n`` (or to ``completed``) and show ``info``."""
+def progress(
+    total: int, label: str, quiet: bool = False, info: bool = False, lines: bool = True
+) -> Iterator[Callable[..., None]]:
+    """Progress on stderr, not when ``quiet``: a bar on a terminal; elsewhere (CI logs, nohup), with
+    ``lines``, a line per step -> ``advance(n=1, completed=None, info="", item="")``: move on by ``n``
+    (or to ``completed``), showing ``info``; ``item`` names what was done (for the lines)."""
     columns = [TextColumn("{task.completed}/{task.total} " + label), BarColumn()]
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
@@ -66,34 +69,69 @@ def progress(total: int, label: str, quiet: bool = False, info: bool = False) ->
     with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task(label, total=total, info="")
 
-        def advance(n: int = 1, completed: int | None = None, info: str = "") -> None:
+        def advance(n: int = 1, completed: int | None = None, info: str = "", item: str = "") -> None:
             if completed is not None:
                 bar.update(task, completed=completed, info=info)
             else:
                 bar.update(task, advance=n, info=info)
+            if lines and not quiet and not err.is_terminal:
+                done = int(bar.tasks[0].completed)
+                text = "  ".join(t for t in (item, info) if t)
+                print(f"{done}/{total} {label}: {text}".rstrip(": "), file=sys.stderr, flush=True)
 
         yield advance
 
 
+def say(message: str) -> None:
+    """One line on stderr (a warning, an error, a note), above a progress bar if one is drawn."""
+    print(message, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def fuse_progress(total: int, quiet: bool = False) -> Iterator[Callable]:
-    """``fuse``'s progress bar -> ``on_result(result)``: one stack done, the rate in MP/s shown."""
+def fuse_progress(total: int, quiet: bool = False, verbose: bool = False) -> Iterator[Callable]:
+    """``fuse``'s reporting as each stack is done -> ``on_result(result)``: its error (always), its
+    warnings (unless ``quiet``), its notes (when ``verbose``) as lines on stderr, and progress
+    (:func:`progress`, the rate in MP/s)."""
     done = {"mp": 0.0, "s": 0.0}
     with progress(total, "stacks", quiet, info=True) as advance:
 
         def on_result(result) -> None:
+            if result.status == "failed":  # on stderr as it happens: a pipeline reading --json sees it too
+                say(f"fusecli fuse: error: {result.stack}: {one_line(result.reason or '')}")
+            for warning in [] if quiet else result.warnings:
+                say(f"fusecli fuse: warning: {one_line(warning)}")
+            for note in result.notes if verbose and not quiet else []:
+                say(f"fusecli fuse: note: {result.stack}: {one_line(note)}")
             done["mp"] += result.megapixels
             done["s"] += result.seconds
-            advance(info=f"{done['mp'] / done['s']:.1f} MP/s" if done["s"] else "")
+            seconds = f" in {result.seconds:.1f} s" if result.seconds else ""
+            rate = f"{done['mp'] / done['s']:.1f} MP/s" if done["s"] else ""
+            advance(info=rate, item=f"{result.stack} {result.status}{seconds}")
 
         yield on_result
+
+
+def fuse_row(result) -> dict:
+    """One ``fuse --json`` row (docs/fusing.md gives the schema)."""
+    return {
+        "stack": result.stack,
+        "status": result.status,
+        "inputs": list(result.inputs),
+        "outputs": list(result.outputs),
+        "reason": result.reason,
+        "seconds": round(result.seconds, 3),
+        "megapixels": round(result.megapixels, 3),
+        "motion": list(result.motion),
+        "warnings": list(result.warnings),
+        "notes": list(result.notes),
+    }
 
 
 @contextlib.contextmanager
 def train_progress(total: int) -> Iterator[Callable[[int, dict], None]]:
     """``train``'s progress bar -> ``on_step(step, record)``: the loss, L1 and speed of the step; a
     validation also as a line on stderr when it is not a terminal (CI logs, nohup)."""
-    with progress(total, "steps", info=True) as advance:
+    with progress(total, "steps", info=True, lines=False) as advance:
 
         def on_step(step: int, record: dict) -> None:
             info = f"loss {record['total']:.4f}  l1 {record['l1']:.4f}  {record['samples_per_s']:.1f} samples/s"
@@ -104,6 +142,16 @@ def train_progress(total: int) -> Iterator[Callable[[int, dict], None]]:
             advance(completed=step, info=info)
 
         yield on_step
+
+
+def train_summary(run: Path, steps: int, summary: dict, export: Path | None, as_json: bool) -> str:
+    """What ``train`` prints when it is done: a line for people, or ``--json``'s document."""
+    if as_json:
+        document = {"schema": JSON_SCHEMA, "run": str(run), "steps": steps, "validation": summary or None}
+        return dumps({**document, "export": str(export) if export else None})
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in (summary or {}).items() if isinstance(v, float))
+    done = f"fusecli train: {steps} step{'s' if steps != 1 else ''} in {run}"
+    return done + (f"; last validation: {figures}" if figures else "")
 
 
 def seconds_text(t: float | None) -> str:
@@ -131,7 +179,7 @@ def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
     singles = sum(bool(r.get("single")) for r in rows)
     title = f"{len(rows) - singles} stack(s)" + (f", {singles} single shot(s)" if singles else "")
     table = Table(title=title, caption=how)
-    for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA", "label"):
+    for col in ("stack", "frame", "exposure s", "ratio", "from", "size", "CFA / colour", "label"):
         table.add_column(col, overflow="fold", no_wrap=col in ("frame", "exposure s", "ratio", "from"))
     for r in rows:
         if "error" in r:
@@ -156,7 +204,7 @@ def print_stack_table(rows: list[dict], decoded: bool = False) -> None:
                 f"{f['ratio']:.4g}",
                 r["ratio_source"] if first else "",
                 f"{r['width']}x{r['height']}x{r['channels']}" if first else "",
-                (r["cfa"] or "-") if first else "",
+                escape(r["cfa"] or r.get("colour_space") or "-") if first else "",
                 ("yes" if r["label"] else "no") if first else "",
                 end_section=j == len(r["frames"]) - 1,
             )
@@ -205,17 +253,12 @@ def eval_json(model, evaluation) -> dict:
 
 
 def eval_csv(evaluation) -> str:
-    """``eval --csv``: a row per stack and method, then the aggregates (kind = mean/median)."""
-    rows, aggregates, metrics = evaluation.rows, evaluation.aggregates, evaluation.metrics
+    """``eval --csv``: one row per stack and method, tidy (the aggregates are ``--json``'s)."""
     buffer = io.StringIO()
-    fields = ["kind", "stack", "method", "status", "labelled", "reason", *metrics, "seconds", "stacks"]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    fields = ["stack", "method", "status", "labelled", "reason", *evaluation.metrics, "seconds"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for r in rows:
-        writer.writerow({"kind": "stack", **r})
-    for a in aggregates:
-        values = {k: v for k, v in a.items() if k != "stat"}
-        writer.writerow({"kind": a["stat"], "stack": "", "status": "", "reason": "", **values})
+    writer.writerows(evaluation.rows)
     return buffer.getvalue()
 
 

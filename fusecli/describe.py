@@ -42,7 +42,7 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
             list(stack.notes),
             stack.camera,
         )
-        stack_transfer = stack.transfer
+        stack_transfer, space = stack.transfer, stack.space
     else:
         order, found, how = plan
         infos = tuple(source.frames[k] for k in order)
@@ -50,7 +50,8 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
             times = parse_sidecar(source.sidecar)  # show the list's times where EXIF has none
             infos = tuple(dataclasses.replace(i, exposure_time=sidecar_time(times, i)) for i in infos)
         camera = raw_io.read_camera(infos[0].path) if source.kind == "raw" else None  # one decode: CFA and levels
-        stack_transfer = "linear" if source.kind == "raw" else image_io.resolve_transfer(infos[0], transfer)
+        space = None if source.kind == "raw" else image_io.frame_space(infos[0], transfer)
+        stack_transfer = "linear" if space is None or space.linear else "srgb"
     first = infos[0]
     row = {
         "name": source.name,
@@ -66,6 +67,7 @@ def describe(source: StackSource, options: StackOptions | None = None, decode: b
         "black_level": list(camera.black_level) if camera else None,
         "white_level": camera.white_level if camera else None,
         "transfer": stack_transfer,
+        "colour_space": space.name if space else None,
         "label": str(source.label) if source.label else None,
         "notes": notes,
     }

@@ -117,10 +117,13 @@ def render_raw(planes: np.ndarray, camera: CameraInfo, linear: bool = False) -> 
 def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
     """What a viewer shows of (C, H, W) linear [0, 1] in a stack's domain -> (H', W', 3 or 1) float32
     display-referred [0, 1], upright: RAW developed as the TIFF/JPEG outputs are (demosaic, white
-    balance, camera matrix, sRGB curve); RGB and mono with the sRGB curve (for frames decoded from
-    sRGB files, the values as stored)."""
+    balance, camera matrix, sRGB curve); RGB and mono through the curve of the stack's colour space,
+    as the outputs store them (for frames decoded from files, the values as stored), linear stacks
+    through the sRGB curve."""
     if stack.kind == "raw" and stack.camera is not None:
         return render_raw(chw, stack.camera)
+    if stack.space is not None and not stack.space.linear:
+        return np.moveaxis(stack.space.from_linear(chw), 0, -1)
     return linear_to_srgb(np.moveaxis(chw, 0, -1))
 
 

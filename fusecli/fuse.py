@@ -79,6 +79,8 @@ class Result:
     megapixels: float = 0.0
     motion: list[dict] = field(default_factory=list)  # per frame: fusecli.align.FrameMotion as a dict
     warnings: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # the frame files, brightest first
+    notes: list[str] = field(default_factory=list)  # how the stack was found and opened
 
 
 def band_rows(shape: Sequence[int], weight_channels: int, max_memory_gib: float) -> int:
@@ -154,14 +156,13 @@ def fuse_sources(
         remove_stale_parts(out_dir)
     results: list[Result] = []
     todo: dict[str, list[Path]] = {}
+    inputs = {s.name: [str(f.path) for f in s.frames] for s in sources}
     for source in sources:
         result = _plan(source, out_dir, output_options, dry_run)
         if result is None:
             todo[source.name] = output_paths(source, out_dir, output_options)
             continue
-        results.append(result)
-        if on_result:
-            on_result(result)
+        _report(result, results, on_result, inputs)
     if dry_run or not todo:
         return results
     opening = [s for s in sources if s.name in todo]
@@ -203,16 +204,19 @@ def fuse_sources(
                 except FuseError as e:
                     job, result = None, Result(source.name, "failed", reason=str(e))
             if writing is not None:  # the previous stack's row first
-                _report(writing.result(), results, on_result)
+                _report(writing.result(), results, on_result, inputs)
             writing = job
             if job is None:
-                _report(result, results, on_result)
+                _report(result, results, on_result, inputs)
         if writing is not None:
-            _report(writing.result(), results, on_result)
+            _report(writing.result(), results, on_result, inputs)
     return results
 
 
-def _report(result: Result, results: list[Result], on_result: Callable[[Result], None] | None) -> None:
+def _report(
+    result: Result, results: list[Result], on_result: Callable[[Result], None] | None, inputs: dict[str, list[str]]
+) -> None:
+    result.inputs = inputs[result.stack]
     results.append(result)
     if on_result:
         on_result(result)
@@ -250,6 +254,13 @@ def _write(
 def _plan(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
     """The result of a stack that needs no fusing (a single shot, failed, planned or skipped), or
     None: fuse it."""
+    result = _plan_of(source, out_dir, options, dry_run)
+    if result is not None:
+        result.notes = list(source.notes)
+    return result
+
+
+def _plan_of(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
     if source.single:
         return Result(source.name, "single", reason=source.notes[-1] if source.notes else "a single shot")
     if source.error is not None:
@@ -287,4 +298,8 @@ def _fused(stack: Stack, source: StackSource, paths: Sequence[Path], seconds: fl
         megapixels=megapixels,
         motion=[m.to_dict() for m in stack.motion],
         warnings=warnings,
+        notes=[
+            *(n for n in stack.notes if not n.startswith("warning: ")),  # the source's notes among them
+            *([f"colour: read and written in {stack.space.name}"] if stack.space else []),
+        ],
     )

@@ -6,6 +6,7 @@ are :mod:`fusecli.choices`'.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -47,6 +48,19 @@ def choices(enum: type[Enum], text: str | None, aliases: dict[str, str] | None =
     if bad:
         raise typer.BadParameter(f"{', '.join(bad)}: expected a comma-separated list of {', '.join(enum.__members__)}")
     return tuple(enum[n].value for n in names)
+
+
+def paths(given: list[Path]) -> list[Path]:
+    """The PATHS arguments, with ``-`` replaced by the paths read from standard input: one per line,
+    or NUL-separated (``find -print0``) when the input holds a NUL."""
+    if not any(str(p) == "-" for p in given):
+        return given
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    names = data.split(b"\0") if b"\0" in data else data.splitlines()
+    read = [Path(os.fsdecode(n)) for n in names if n.strip()]
+    if not read:
+        raise UsageError("-: no paths on standard input")
+    return [q for p in given for q in (read if str(p) == "-" else [p])]
 
 
 def ratios(text: str | None) -> tuple[float, ...] | None:
@@ -106,7 +120,7 @@ def _opt(kind, *names: str, **kw):
 # --- shared by several commands ------------------------------------------------------------------
 Paths = Annotated[
     List[Path],
-    typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files."),
+    typer.Argument(help="Stack folders, folders of stacks, flat folders of photos, or files; - reads them from stdin."),
 ]
 GroupOpt = _opt(
     Grouping,
@@ -138,7 +152,10 @@ DeviceOpt = _opt(
     Device, "--device", help="cuda without a GPU is an error, not a fallback.", rich_help_panel="Model and device"
 )
 AsJson = _opt(bool, "--json", help="Print JSON on stdout (nothing else goes there).", rich_help_panel="Output")
-Quiet = _opt(bool, "--quiet", help="No progress output.", rich_help_panel="Output")
+Quiet = _opt(bool, "-q", "--quiet", help="Print nothing but errors (and --json's document).", rich_help_panel="Output")
+Verbose = _opt(
+    bool, "-v", "--verbose", help="Also print each stack's notes: grouping, colour, ratios.", rich_help_panel="Output"
+)
 Out = _opt(Path, "-o", "--out", help="Output folder.", rich_help_panel="Output")
 Seed = _opt(Optional[int], "--seed", help="Random seed.")
 
@@ -185,10 +202,11 @@ Export = _opt(Optional[Path], "--export", help="Write the trained model (best ch
 Formats = _opt(
     Optional[str],
     "--format",
-    help=f"Comma-separated: {', '.join(values(OutputFormat))} (default: dng for RAW, else tiff).",
+    help=f"Comma-separated: {', '.join(values(OutputFormat))} (default: the frames' own kind, dng for RAW).",
     rich_help_panel="Output",
 )
-Linear = _opt(bool, "--linear", help="Keep TIFF output of RAW stacks linear (no sRGB curve).", rich_help_panel="Output")
+Linear = _opt(bool, "--linear", help="Write TIFFs in linear light (with a linear profile).", rich_help_panel="Output")
+Quality = _opt(int, "--quality", min=1, max=100, help="JPEG quality.", rich_help_panel="Output")
 Overwrite = _opt(
     bool, "--overwrite", help="Replace existing outputs (they are skipped otherwise).", rich_help_panel="Output"
 )
@@ -223,13 +241,15 @@ MaxMemory = _opt(
 # --- eval ----------------------------------------------------------------------------------------
 EvalPaths = Annotated[
     List[Path],
-    typer.Argument(help="Folders of stacks, with labels (label.* beside the frames) or without."),
+    typer.Argument(
+        help="Folders of stacks, with labels (label.* beside the frames) or without; - reads them from stdin."
+    ),
 ]
 Methods = _opt(str, "--method", help=f"Comma-separated methods: {', '.join(values(Method))}.")
 Preds = _opt(
     Optional[List[Path]], "--pred", help="Folder of another tool's outputs (NAME.* or NAME_fused.*); repeatable."
 )
-AsCsv = _opt(bool, "--csv", help="Print CSV on stdout: a row per stack and method, then the aggregates.")
+AsCsv = _opt(bool, "--csv", help="Print CSV on stdout: a row per stack and method (aggregates: --json).")
 PerStack = _opt(bool, "--per-stack", help="Also show a table row for every stack.")
 FailUnder = _opt(Optional[str], "--fail-under", help="Exit 3 if the first method's mean is below any, e.g. psnr=30.")
 FailOver = _opt(Optional[str], "--fail-over", help="Exit 3 if the first method's mean is above any, e.g. l1=0.02.")

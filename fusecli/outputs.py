@@ -10,18 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import tifffile
+from PIL import Image, PngImagePlugin
 
+from fusecli import __version__
 from fusecli.choices import OutputFormat, values
-from fusecli.develop import dng_preview, linear_to_srgb, render_raw, weight_map
+from fusecli.develop import dng_preview, render_raw, weight_map
 from fusecli.discover import StackSource
 from fusecli.errors import FuseError
-from fusecli.io import common
-from fusecli.io.common import atomic_path
-from fusecli.io.dng import Exposure, write_dng
-from fusecli.io.raw import BAND_ROWS, capture_metadata, cfa_offsets
+from fusecli.io import common, icc
+from fusecli.io.common import FrameInfo, atomic_path
+from fusecli.io.dng import write_dng
+from fusecli.io.metadata import Capture, append_sub_ifds, pillow_exif, read_capture, tiff_tags
+from fusecli.io.raw import BAND_ROWS, cfa_offsets
 from fusecli.stack import Stack
 
 RAW_FORMATS = values(OutputFormat)
@@ -29,21 +31,41 @@ RGB_FORMATS = tuple(f for f in RAW_FORMATS if f != "dng")
 SUFFIX = {"dng": ".dng", "tiff": ".tif", "jpg": ".jpg", "png": ".png"}
 
 
+#: What a stack gets when --format is not given: the kind of file its frames are.
+DEFAULT_FORMAT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+
+
 @dataclass(frozen=True)
 class OutputOptions:
-    """What to write (HDRMerge's SaveOptions): formats (None: dng for RAW stacks, tiff for the
-    others), TIFF of RAW stacks kept linear, replace existing outputs, also write weight maps."""
+    """What to write (HDRMerge's SaveOptions): formats (None: the frames' own kind, DNG for RAW),
+    TIFF kept linear (with a linear profile), replace existing outputs, also write weight maps,
+    JPEG quality."""
 
     formats: tuple[str, ...] | None = None
     linear: bool = False
     overwrite: bool = False
     save_weights: bool = False
+    quality: int = 95
+
+
+@dataclass(frozen=True)
+class Tagging:
+    """What an output file says of itself: the reference frame's capture metadata, the fusion's note
+    (Software, ImageDescription), its ICC profile and EXIF ColorSpace (1 sRGB, 65535 another)."""
+
+    capture: Capture
+    software: str
+    description: str
+    icc: bytes | None = None
+    colour_space: int = 1
 
 
 def formats_for(source: StackSource, options: OutputOptions) -> tuple[str, ...]:
-    """The formats written for ``source``; a FuseError names one its kind cannot take."""
+    """The formats written for ``source`` (by default its frames' own kind: DNG for RAW, JPEG for
+    JPEG, PNG for PNG, TIFF for TIFF); a FuseError names one its kind cannot take."""
     allowed = RAW_FORMATS if source.kind == "raw" else RGB_FORMATS
-    formats = options.formats or (("dng",) if source.kind == "raw" else ("tiff",))
+    own = "dng" if source.kind == "raw" else DEFAULT_FORMAT.get(source.frames[0].path.suffix.lower(), "tiff")
+    formats = options.formats or (own,)
     bad = [f for f in formats if f not in allowed]
     if bad:
         raise FuseError(
@@ -93,22 +115,52 @@ def _quantise(rgb: np.ndarray, dtype: type) -> np.ndarray:
     return out
 
 
-def write_picture(path: Path, rgb: np.ndarray, ext: str) -> None:
-    """(H, W, 3 or 1) float [0, 1] (already in its transfer), or uint8 -> 8-bit JPEG/PNG or 16-bit
-    TIFF, atomically."""
+def write_picture(path: Path, rgb: np.ndarray, ext: str, tagging: Tagging | None = None, quality: int = 95) -> None:
+    """(H, W, 3 or 1) float [0, 1] (already encoded), or uint8 -> 8-bit JPEG/PNG (Pillow) or 16-bit
+    TIFF (tifffile), atomically, carrying ``tagging``'s metadata and profile when given."""
     with atomic_path(path) as tmp:
         if ext == ".tif":
             data = _quantise(rgb, np.uint16)
             photometric = "rgb" if data.shape[-1] == 3 else "minisblack"
-            tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None)
+            if tagging is None:
+                tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None)
+                return
+            extra = sorted(tiff_tags(tagging.capture, software=tagging.software, description=tagging.description))
+            tifffile.imwrite(
+                tmp,
+                data.squeeze(),
+                photometric=photometric,
+                metadata=None,
+                iccprofile=tagging.icc,
+                extratags=extra,
+                datetime=tagging.capture.timestamp,
+                software=False,
+            )
+            append_sub_ifds(tmp, tagging.capture, tagging.colour_space)
             return
         data = rgb if rgb.dtype == np.uint8 else _quantise(rgb, np.uint8)
-        bgr = data[..., ::-1] if data.shape[-1] == 3 else data
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
-        ok, encoded = cv2.imencode(ext, bgr, params)
-        if not ok:
-            raise FuseError(f"{path}: OpenCV could not encode the image")
-        tmp.write_bytes(encoded.tobytes())
+        picture = Image.fromarray(data.squeeze(-1) if data.shape[-1] == 1 else data)
+        kwargs: dict = {"quality": quality} if ext == ".jpg" else {}
+        if tagging is not None:
+            exif = pillow_exif(
+                tagging.capture,
+                software=tagging.software,
+                description=tagging.description,
+                colour_space=tagging.colour_space,
+                size=picture.size,
+                jpeg=ext == ".jpg",
+            )
+            kwargs.update(exif=exif.tobytes(), icc_profile=tagging.icc)
+            if tagging.capture.xmp and ext == ".jpg":
+                kwargs["xmp"] = tagging.capture.xmp
+            elif tagging.capture.xmp:
+                info = PngImagePlugin.PngInfo()
+                info.add_itxt("XML:com.adobe.xmp", tagging.capture.xmp.decode(errors="replace"))
+                kwargs["pnginfo"] = info
+        try:
+            picture.save(tmp, format="JPEG" if ext == ".jpg" else "PNG", **kwargs)
+        except (OSError, ValueError) as e:
+            raise FuseError(f"{path}: cannot encode the image ({e})") from None
 
 
 def write_outputs(
@@ -127,28 +179,60 @@ def write_outputs(
     fused (C, H, W) [0, 1] in the frames' domain; weights (K, Cw, H, W) or None."""
     formats = formats_for(source, options)
     wanted = set(paths if only is None else only)
-    picture = None
+    capture = capture_of(stack.infos[0])
+    software, description = f"fusecli {__version__}", fusion_note(stack)
+    pictures: dict[bool, tuple[np.ndarray, Tagging]] = {}  # linear or not -> (H, W, C) encoded, tagging
     for fmt, path in zip(formats, paths):
         if path not in wanted:
             continue
         if fmt == "dng":
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
             mosaic = to_mosaic16(fused, camera.cfa)
-            ref = stack.infos[0]
-            carried = capture_metadata(ref.path)  # lens, focal length, copyright, artist of the reference
-            exposure = Exposure(ref.exposure_time, ref.aperture, ref.iso, ref.timestamp, **carried)
-            write_dng(path, mosaic, camera, exposure, software="fusecli fuse", preview=dng_preview(fused, stack.camera))
+            preview = dng_preview(fused, stack.camera)
+            write_dng(path, mosaic, camera, capture, software=software, description=description, preview=preview)
             continue
-        if stack.kind == "raw":
-            rgb = render_raw(fused, stack.camera, linear=options.linear and fmt == "tiff")
-        else:
-            if picture is None:
-                chw = linear_to_srgb(fused) if stack.transfer == "srgb" else fused
-                picture = np.moveaxis(chw, 0, -1)
-            rgb = picture
-        write_picture(path, rgb, SUFFIX[fmt])
+        linear = options.linear and fmt == "tiff"
+        if linear not in pictures:
+            pictures[linear] = _picture(stack, fused, linear, Tagging(capture, software, description))
+        rgb, tagging = pictures[linear]
+        write_picture(path, rgb, SUFFIX[fmt], tagging, options.quality)
     if options.save_weights and paths[-1] in wanted:
         write_picture(paths[-1], weight_map(weights), ".png")
+
+
+def _picture(stack: Stack, fused: np.ndarray, linear: bool, tagging: Tagging) -> tuple[np.ndarray, Tagging]:
+    """A fused stack as a TIFF, JPEG or PNG holds it -> ((H, W, C) encoded [0, 1], upright; the
+    tagging with its profile): RAW developed to sRGB (linear sRGB when ``linear``); RGB and mono in
+    the stack's colour space, through its curve (linear light with a linear profile when ``linear``
+    or when the frames were linear)."""
+    if stack.kind == "raw":
+        space = icc.linear_srgb() if linear else icc.srgb()
+        rgb = render_raw(fused, stack.camera, linear=linear)
+    else:
+        space = stack.space or icc.srgb()
+        if linear and not space.linear:
+            space = space.with_curve(icc.LINEAR, f"{space.name} (linear)")
+        rgb = np.moveaxis(fused if space.linear else space.from_linear(fused), 0, -1)
+    profile = space.icc or icc.profile(space)
+    return rgb, dataclasses.replace(tagging, icc=profile, colour_space=1 if space.is_srgb else 0xFFFF)
+
+
+def capture_of(info: FrameInfo) -> Capture:
+    """What an output carries of its reference frame: the file's own tags, and where the file has
+    none, what fusecli read of it (an exposure list's time, LibRaw's values)."""
+    found = read_capture(info.path)
+    basics = Capture.shot(info.exposure_time, info.aperture, info.iso, info.timestamp)
+    return dataclasses.replace(found, exif={**basics.exif, **found.exif})
+
+
+def fusion_note(stack: Stack) -> str:
+    """The ImageDescription of an output: how many frames were fused, and their exposures."""
+    times = [i.exposure_time for i in stack.infos]
+    if all(times):
+        shots = ", ".join(f"1/{round(1 / t)} s" if t < 1 else f"{t:g} s" for t in times)
+    else:
+        shots = "exposures " + ", ".join(f"{r:.3g}" for r in stack.ratios)
+    return f"Fused by fusecli {__version__} from {len(stack.infos)} frames: {shots}"
 
 
 def remove_stale_parts(out_dir: Path, own: bool = False) -> int:

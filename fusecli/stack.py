@@ -34,6 +34,7 @@ from fusecli.exposure import (
 from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import FrameInfo, available_memory
+from fusecli.io.icc import ColourSpace
 from fusecli.io.raw import CameraInfo
 
 
@@ -48,10 +49,11 @@ class Stack:
     ratios: tuple[float, ...]
     ratio_source: RatioSource
     kind: str  # "raw" (C = 4: R, G1, G2, B planes), "rgb" or "mono"
-    transfer: str  # transfer the frames were decoded from: "linear" or "srgb"
+    transfer: str  # "linear" (linear light: RAW, float TIFF) or "srgb" (through a tone curve: display-referred)
     camera: CameraInfo | None = None
     label_path: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    space: ColourSpace | None = None  # RGB and mono stacks: the colour space the frames are in, and the outputs
     motion: tuple[align.FrameMotion, ...] = ()  # per frame, once aligned (open_stack)
 
     def read_label(self) -> np.ndarray:
@@ -161,15 +163,17 @@ def load_stack(
     validate(source)
     infos = source.frames
     first = infos[0]
-    transfers = {image_io.resolve_transfer(i, transfer) for i in infos} if first.kind != "raw" else {"linear"}
-    if len(transfers) > 1:
+    spaces = [image_io.frame_space(i, transfer) for i in infos] if first.kind != "raw" else []
+    if len({s.linear for s in spaces}) > 1:
         raise FuseError(
-            f"{first.path}: frames of stack {source.name} mix bit depths (and so transfers: "
-            f"{', '.join(sorted(transfers))})"
+            f"{first.path}: frames of stack {source.name} mix linear light and tone-curved values "
+            f"({', '.join(sorted({s.name for s in spaces}))})"
         )
     plan = plan_exposures(source, ratios)
     # With the order known from metadata, each frame is decoded straight into its final slot.
     decode_order = plan[0] if plan is not None else list(range(len(infos)))
+    # the working space: the reference frame's where the order is known, else the first's
+    space = spaces[decode_order[0]] if spaces else None
     frames = frame_buffer((len(infos), first.channels, first.height, first.width), pinned)
     cameras: list[CameraInfo | None] = [None] * len(infos)
     for slot, k in enumerate(decode_order):
@@ -187,9 +191,11 @@ def load_stack(
                     f"stack {source.name}"
                 )
         else:
-            image_io.read_frame(info, transfer, out=frames[slot])
+            image_io.read_frame(info, transfer, out=frames[slot], target=space)
     slots = [infos[k] for k in decode_order]  # the frame in each slot of ``frames``
     notes = list(source.notes) + [f"warning: {w}" for w in absurd_exposures(infos)]
+    if len({s.name for s in spaces}) > 1:
+        notes.append(f"frames in {', '.join(sorted({s.name for s in spaces}))}: converted into {space.name}")
     if (
         plan is not None
         and plan[2] in ("exif", "sidecar")
@@ -215,10 +221,11 @@ def load_stack(
         ratios=tuple(float(r) for r in found),
         ratio_source=how,
         kind=source.kind,
-        transfer=transfers.pop(),
+        transfer="linear" if space is None or space.linear else "srgb",
         camera=cameras[infos.index(ordered[0])],
         label_path=source.label,
         notes=tuple(notes),
+        space=space,
     )
 
 

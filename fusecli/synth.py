@@ -32,8 +32,9 @@ import numpy as np
 
 from fusecli.develop import RGB_TO_XYZ, linear_to_srgb, srgb_to_linear
 from fusecli.errors import FuseError, UsageError
-from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.dng import write_dng
 from fusecli.io.image import read_radiance, write_label
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import CFA_PATTERNS, CameraInfo, pack_bayer
 
 #: XYZ -> camera RGB of the Canon EOS Kiss X4 / 550D (DNG ColorMatrix1, D65), as stored in the real
@@ -87,7 +88,7 @@ class SynthBracket:
     mosaics: np.ndarray  # (K, H, W) uint16 raw values, brightest first
     label: np.ndarray  # (4, H/2, W/2) float32 in [0, 1], R G1 G2 B
     camera: CameraInfo
-    exposures: list[Exposure]
+    exposures: list[Capture]
     params: dict = field(default_factory=dict)
 
 
@@ -262,7 +263,7 @@ def render_bracket(
     iso = float(rng.choice([100, 200, 400, 800, 1600]))
     start = datetime(2026, 1, 1, 12, 0, 0) + timedelta(seconds=int(rng.integers(0, 86400 * 300)))
     exposures = [
-        Exposure(time=base_time * r, aperture=8.0, iso=iso, timestamp=start + timedelta(seconds=k))
+        Capture.shot(time=base_time * r, aperture=8.0, iso=iso, timestamp=start + timedelta(seconds=k))
         for k, r in enumerate(cfg.ratios)
     ]
     params.update(

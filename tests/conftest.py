@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.dng import write_dng
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import CameraInfo, cfa_offsets
 from fusecli.synth import SynthConfig, render_bracket
 
@@ -63,10 +64,12 @@ def write_bracket_files(
     start=None,
     names=None,
     step_s: float = 1.0,
+    gps: dict | None = None,
 ) -> list[Path]:
     """Write one DNG per ratio of a linear mosaic ``scene`` (H, W) in full-scale units (clipped at 1).
 
-    ``times``: exposure times to write (None leaves the tag out; 0 writes 0 as some cameras do).
+    ``times``: exposure times to write (None leaves the tag out; 0 writes 0 as some cameras do);
+    ``gps``: GPS tags by number, as Pillow takes them.
     """
     cam = cam or camera()
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,12 +89,12 @@ def write_bracket_files(
             path,
             mosaic,
             cam,
-            Exposure(
+            Capture.shot(
                 time=t,
                 aperture=8.0 if t else None,
                 iso=100 if t else None,
                 timestamp=start + timedelta(seconds=k * step_s),
-            ),
+            ).with_gps(gps or {}),
         )
         paths.append(path)
     return paths

@@ -194,7 +194,7 @@ def test_a_synthetic_card_with_auto_bracket_exif_and_a_re_shot(tmp_path):
     assert any("both are fused" in note for note in sources[3].notes)
     r = runner.invoke(app, ["fuse", str(card), "-o", str(tmp_path / "out"), "--align", "none"])
     assert r.exit_code == 0, r.stderr
-    assert len(list((tmp_path / "out").glob("*_fused.tif"))) == 3
+    assert len(list((tmp_path / "out").glob("*_fused.jpg"))) == 3
 
 
 def test_a_single_shot_alone_is_listed_not_failed(tmp_path):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, smooth_scene, write_bracket_files
 from typer.testing import CliRunner
 
@@ -157,3 +158,66 @@ def test_option_values_are_named_not_typed_in_help():
     assert "--out" in text and "PATH" in text and "--group-size" in text
     assert "<str>" not in text and "<float>" not in text and "<int>" not in text  # Typer's type tags
     assert text.count("<bool>") <= 1  # only Typer's own --help flag may keep its tag (0.29 does, 0.27 not)
+
+
+# --- pipelines -------------------------------------------------------------------------------------
+
+
+def test_dash_reads_the_paths_from_stdin_one_per_line_or_nul_separated(tmp_path):
+    folders = [SAMPLES / "cannon_001", SAMPLES / "procedural_001"]
+    for text in ("\n".join(map(str, folders)) + "\n", "\0".join(map(str, folders)) + "\0"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fusecli", "inspect", "-", "--json"], input=text, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert [s["name"] for s in json.loads(proc.stdout)["stacks"]] == ["cannon_001", "procedural_001"]
+    empty = runner.invoke(app, ["fuse", "-", "-o", str(tmp_path)], input="")
+    assert empty.exit_code == 2 and "-: no paths on standard input" in empty.stderr
+
+
+def test_fuse_json_rows_name_their_inputs_and_outputs(tmp_path):
+    r = runner.invoke(app, ["fuse", str(SAMPLES / "cannon_001"), "-o", str(tmp_path), "--format", "dng,jpg", "--json"])
+    assert r.exit_code == 0, r.stderr
+    document = json.loads(r.stdout)
+    assert set(document) == {"schema", "results", "failed"} and document["failed"] == 0
+    [row] = document["results"]
+    keys = {"stack", "status", "inputs", "outputs", "reason", "seconds", "megapixels", "motion", "warnings", "notes"}
+    assert set(row) == keys
+    assert row["inputs"] == [str(SAMPLES / "cannon_001" / f"frame_{k}.dng") for k in (1, 2, 3)]
+    assert row["outputs"] == [str(tmp_path / "cannon_001_fused.dng"), str(tmp_path / "cannon_001_fused.jpg")]
+    assert row["status"] == "fused" and row["megapixels"] == pytest.approx(256 * 192 * 4 / 1e6, abs=1e-3)
+
+
+def test_quiet_prints_only_errors_and_verbose_adds_each_stacks_notes(tmp_path):
+    quiet = runner.invoke(app, ["fuse", str(SAMPLES), "-o", str(tmp_path / "a"), "-q"])
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_bytes(b"not a picture")
+    (tmp_path / "bad" / "b.png").write_bytes(b"not a picture")
+    failed = runner.invoke(app, ["fuse", str(tmp_path / "bad"), "-o", str(tmp_path / "b"), "--quiet"])
+    assert failed.exit_code == 1 and failed.stdout == "" and failed.stderr.startswith("fusecli fuse: error: bad: ")
+    verbose = runner.invoke(app, ["fuse", str(SAMPLES / "cannon_001"), "-o", str(tmp_path / "c"), "-v"])
+    assert verbose.exit_code == 0 and "fusecli fuse: note: cannon_001: " in verbose.stderr
+
+
+def test_without_a_terminal_each_stack_is_one_progress_line_on_stderr(tmp_path):
+    r = runner.invoke(app, ["fuse", str(SAMPLES), "-o", str(tmp_path), "--json"])  # stderr is not a terminal here
+    assert r.exit_code == 0
+    lines = [line for line in r.stderr.splitlines() if " stacks: " in line]
+    assert [line.split(" stacks: ")[0] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert lines[0].startswith("1/3 stacks: cannon_001 fused in ") and "MP/s" in lines[0]
+    json.loads(r.stdout)  # stdout still holds the JSON alone
+
+
+def test_synth_and_train_print_json_when_asked(tmp_path):
+    r = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x48", "-o", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout) == {"schema": 1, "stacks": [str(tmp_path / "s" / "procedural_001")]}
+    tiny = ["--steps", "1", "--batch-size", "2", "--set", "data.crop=32", "--set", "model.width=8"]
+    r = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(tmp_path / "run"), *tiny, "--json"])
+    assert r.exit_code == 0, r.stderr
+    document = json.loads(r.stdout)
+    assert document["run"] == str(tmp_path / "run") and document["steps"] == 1 and document["export"] is None
+    assert document["validation"]["psnr"] > 0
+    human = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(tmp_path / "run2"), *tiny])
+    assert human.exit_code == 0 and human.stdout.startswith(f"fusecli train: 1 step in {tmp_path / 'run2'}")

@@ -11,7 +11,8 @@ from conftest import ROOT, camera
 from typer.testing import CliRunner
 
 from fusecli.cli import app
-from fusecli.io.dng import Exposure, Tag, write_dng
+from fusecli.io.dng import Tag, write_dng
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import BAND_ROWS, cfa_offsets, read_camera
 from fusecli.outputs import to_mosaic16
 
@@ -37,7 +38,7 @@ def test_adobe_dng_sdk_opens_every_fused_dng_of_the_demo(tmp_path):
 
 def test_main_ifd_and_names_follow_the_dng_specification(tmp_path):
     cam = camera()
-    write_dng(tmp_path / "a.dng", np.zeros((8, 8), np.uint16), cam, Exposure(1 / 8, 4.0, 200))
+    write_dng(tmp_path / "a.dng", np.zeros((8, 8), np.uint16), cam, Capture.shot(1 / 8, 4.0, 200))
     with tifffile.TiffFile(tmp_path / "a.dng") as tf:
         tags = {t.code: t.value for t in tf.pages[0].tags.values()}
     assert tags[Tag.NEW_SUBFILE_TYPE] == 0 and tags[Tag.CALIBRATION_ILLUMINANT_1] == 21  # D65 when unknown
@@ -63,12 +64,12 @@ def test_exposure_and_capture_date_sit_in_an_exif_ifd_that_exiftool_validates(tm
         tmp_path / "c.dng",
         np.zeros((48, 64), np.uint16),
         camera(),
-        Exposure(1 / 8, 4.0, 200, datetime(2026, 5, 1, 10, 0)),
+        Capture.shot(1 / 8, 4.0, 200, datetime(2026, 5, 1, 10, 0)),
     )
     with tifffile.TiffFile(tmp_path / "c.dng") as tf:
         page = tf.pages[0]
         exif = page.tags["ExifTag"].value
-        assert Tag.EXPOSURE_TIME not in page.tags  # not in IFD 0, where exiftool warns about them
+        assert 33434 not in page.tags  # not in IFD 0, where exiftool warns about them
     assert exif["ExposureTime"] == (1, 8) and exif["FNumber"] == (4, 1) and exif["ISOSpeedRatings"] == 200
     assert exif["DateTimeOriginal"] == "2026:05:01 10:00:00"
     if shutil.which("exiftool") is None:
@@ -86,25 +87,30 @@ def test_the_reference_frames_capture_metadata_is_carried_over(tmp_path):
 
     from conftest import smooth_scene
 
-    from fusecli.io.raw import capture_metadata, probe_raw
+    from fusecli.io.metadata import read_capture
+    from fusecli.io.raw import probe_raw
 
     scene, cam = smooth_scene(), camera()
     (tmp_path / "in").mkdir()
     for k, r in enumerate((1.0, 0.25)):
         mosaic = np.clip(np.minimum(scene * r, 1.0) * 3000 + 600, 0, 4095).astype(np.uint16)
-        shot = Exposure(
-            r / 8, 4.0, 200, datetime(2026, 5, 1, 10, 0, k), 35.0, "EF 24-70mm f/2.8L", "(c) A. B.", "A. B."
+        shot = Capture.shot(
+            r / 8,
+            4.0,
+            200,
+            datetime(2026, 5, 1, 10, 0, k),
+            focal_length=35.0,
+            lens="EF 24-70mm f/2.8L",
+            copyright="(c) A. B.",
+            artist="A. B.",
         )
         write_dng(tmp_path / "in" / f"IMG_{k + 1}.dng", mosaic, cam, shot)
     r = runner.invoke(app, ["fuse", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--align", "none"])
     assert r.exit_code == 0, r.stderr
     fused = tmp_path / "out" / "in_fused.dng"
-    assert capture_metadata(fused) == {
-        "lens": "EF 24-70mm f/2.8L",
-        "focal_length": 35.0,
-        "copyright": "(c) A. B.",
-        "artist": "A. B.",
-    }
+    carried = read_capture(fused)
+    assert carried.exif[42036] == "EF 24-70mm f/2.8L" and float(carried.exif[37386]) == 35.0  # lens, focal length
+    assert carried.ifd0[33432] == "(c) A. B." and carried.ifd0[315] == "A. B."  # copyright, artist
     info = probe_raw(fused)
     assert (info.exposure_time, info.iso, info.timestamp) == (0.125, 200.0, datetime(2026, 5, 1, 10, 0, 0))
 

@@ -28,10 +28,12 @@ def test_frobisher_real_jpegs_read_in_exposure_order_with_exif_ratios(real):
     # brightest first, linearised: the 8 s frame is the brightest, means fall with exposure
     means = stack.frames.mean(axis=(1, 2, 3))
     assert means[0] > means[1] > means[2]
-    # linearised with the sRGB curve, pixel for pixel (the 8-bit mean 34.7 of the README is encoded)
+    # linearised through the curve of the profile dcraw embedded (named "sRGB", a power of 495/256 =
+    # 1.934), pixel for pixel, as a colour-managed viewer decodes it (the 8-bit mean is 34.7)
     bgr = cv2.imread(str(folder / "IMG_2600.jpg")).astype(np.float64) / 255
     assert bgr.mean() * 255 == pytest.approx(34.7, abs=0.05)
-    linear = np.where(bgr <= 0.04045, bgr / 12.92, ((bgr + 0.055) / 1.055) ** 2.4)
+    assert stack.space.curves[0].params == (495 / 256,)
+    linear = bgr ** (495 / 256)
     assert np.allclose(stack.frames[2], np.moveaxis(linear[..., ::-1], -1, 0), atol=1e-6)
 
 
@@ -63,9 +65,11 @@ def test_taipei_real_pngs_with_their_exposure_list(real):
 
 
 def test_16bit_tiff_round_trip_is_linear_and_exact(tmp_path):
+    from fusecli.io import icc
+
     rng = np.random.default_rng(0)
     data = rng.integers(0, 65536, (150, 30, 3)).astype(np.uint16)  # 150 rows: two bands of 64 and a partial one
-    tifffile.imwrite(tmp_path / "a.tif", data, photometric="rgb")
+    tifffile.imwrite(tmp_path / "a.tif", data, photometric="rgb", iccprofile=icc.linear_srgb().icc)  # says linear
     [info] = probe(tmp_path / "a.tif")
     frame = read_frame(info)
     assert frame.shape == (3, 150, 30)

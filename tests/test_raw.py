@@ -8,7 +8,8 @@ from conftest import camera, smooth_scene, write_bracket_files
 
 from fusecli.discover import discover
 from fusecli.errors import FuseError
-from fusecli.io.dng import Exposure, write_dng
+from fusecli.io.dng import write_dng
+from fusecli.io.metadata import Capture
 from fusecli.io.raw import (
     BAND_ROWS,
     cfa_offsets,
@@ -27,7 +28,7 @@ def test_dng_round_trip_is_exact_for_every_phase(tmp_path, cfa):
     rng = np.random.default_rng(1)
     cam = camera(cfa)
     mosaic = rng.integers(0, 4096, (48, 64)).astype(np.uint16)
-    write_dng(tmp_path / "f.dng", mosaic, cam, Exposure(time=1 / 125, aperture=5.6, iso=400))
+    write_dng(tmp_path / "f.dng", mosaic, cam, Capture.shot(time=1 / 125, aperture=5.6, iso=400))
     # LibRaw sees the mosaic we wrote, value for value ...
     with rawpy.imread(str(tmp_path / "f.dng")) as raw:
         assert np.array_equal(raw.raw_image_visible, mosaic)

@@ -9,13 +9,16 @@ import re
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from fusecli.errors import FuseError
+
+if TYPE_CHECKING:
+    from fusecli.io.icc import ColourSpace
 
 RAW_EXTENSIONS = frozenset(
     ".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .3fr .fff .iiq .erf .kdc"
@@ -53,6 +56,8 @@ class FrameInfo:
     page: int | None = None  # page of a multi-page TIFF
     bit_depth: int | None = None
     auto_bracket: bool | None = None  # EXIF ExposureMode: True "auto bracket", False auto or manual, None unknown
+    space: ColourSpace | None = field(default=None, compare=False)  # from the file's profile; None: none said
+    orientation: int = 1  # EXIF orientation of the stored pixels; width and height are the upright picture's
 
     @property
     def relative_exposure(self) -> float | None:

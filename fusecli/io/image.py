@@ -1,10 +1,13 @@
-"""TIFF (tifffile), PNG/JPEG (OpenCV, EXIF through Pillow), labels and radiance maps (.exr, .hdr).
+"""TIFF (tifffile), PNG/JPEG (OpenCV, EXIF and profiles through Pillow), labels and radiance maps
+(.exr, .hdr).
 
-Every frame comes out as float32 (C, H, W), linear, in [0, 1]. The transfer of the input decides
-the linearisation; ``transfer="auto"`` means: 8-bit files and 16-bit PNG are sRGB-encoded (what
-cameras and editors write), 16-bit and float TIFF are linear (what raw converters and HDR tools
-write for merging). ``"srgb"`` or ``"linear"`` overrides that. The transfer is recorded on the stack
-so outputs can be re-encoded the same way.
+Every frame comes out as float32 (C, H, W), linear light, in [0, 1], upright (EXIF orientation
+applied). Its colour space (:func:`frame_space`) comes from the file: its ICC profile (matrix/TRC,
+:mod:`fusecli.io.icc`), a PNG's sRGB or gAMA chunk, or EXIF's ColorSpace (sRGB, or Adobe RGB by its
+interoperability index); a file that says nothing is sRGB when it holds integers and linear sRGB
+when it holds floats. ``transfer="srgb"`` or ``"linear"`` overrides the file. A stack's frames are
+converted into the colour space of its first frame (:func:`read_frame`'s ``target``), which its
+outputs are encoded in and tagged with.
 
 Float TIFF frames holding NaN or Inf are refused (with the count), never silently sanitised;
 values above 1 are clipped (a frame is an exposure: it cannot hold more than full scale).
@@ -22,8 +25,9 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from fusecli.choices import Transfer
-from fusecli.develop import srgb_to_linear
+from fusecli.develop import orient, srgb_to_linear
 from fusecli.errors import FuseError
+from fusecli.io import icc
 from fusecli.io.common import (
     MAX_PIXELS,
     PICTURE_EXTENSIONS,
@@ -35,24 +39,57 @@ from fusecli.io.common import (
     positive,
 )
 
-_EXIF_IFD = 0x8769
+_EXIF_IFD, _INTEROP_IFD = 0x8769, 0xA005
 _EXPOSURE_TIME, _FNUMBER, _ISO, _DATETIME_ORIGINAL, _EXPOSURE_MODE = 33434, 33437, 34855, 36867, 41986
-_MAKE, _MODEL, _DATETIME = 271, 272, 306
+_MAKE, _MODEL, _ORIENTATION, _DATETIME, _COLOR_SPACE = 271, 272, 274, 306, 40961
 
 
-@lru_cache(maxsize=4)
-def _lut(bits: int, srgb: bool) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _lut(bits: int, curve: icc.Curve) -> np.ndarray:
+    """Linear light of every code of ``bits`` through ``curve`` (the sRGB curve exactly as
+    :func:`fusecli.develop.srgb_to_linear` gives it)."""
     codes = np.arange(2**bits, dtype=np.float32) / (2**bits - 1)
-    return srgb_to_linear(codes) if srgb else codes
+    return srgb_to_linear(codes) if curve == icc.SRGB_CURVE else curve.to_linear(codes)
 
 
-def resolve_transfer(info: FrameInfo, transfer: Transfer = "auto") -> str:
-    """The transfer ("srgb" or "linear") a frame is decoded with."""
-    if transfer != "auto":
-        return transfer
-    if info.bit_depth == 8 or (info.kind == "picture" and info.bit_depth == 16):
-        return "srgb"
-    return "linear"
+@lru_cache(maxsize=32)
+def _parse(profile: bytes) -> icc.ColourSpace | None:
+    space = icc.parse(profile)
+    return icc.srgb() if space is not None and space.is_srgb else space
+
+
+def _declared_space(
+    profile: bytes | None, exif_colour: int | None, interop: str | None, png: dict
+) -> icc.ColourSpace | None:
+    """The colour space a file declares: its ICC profile (matrix/TRC), a PNG's sRGB or gAMA chunk,
+    EXIF ColorSpace 1 (sRGB) or 'uncalibrated' with interoperability index R03 (Adobe RGB); None
+    where it declares none (or a profile fusecli cannot read: the default then applies)."""
+    if profile:
+        return _parse(bytes(profile))
+    if "srgb" in png:
+        return icc.srgb()
+    if png.get("gamma"):
+        return icc.srgb().with_curve(
+            icc.Curve("gamma", (1 / float(png["gamma"]),)), f"gamma {1 / float(png['gamma']):.2f}"
+        )
+    if exif_colour == 1:
+        return icc.srgb()
+    if exif_colour == 0xFFFF and (interop or "").strip("\0 ") == "R03":
+        return icc.adobe_rgb()
+    return None
+
+
+def frame_space(info: FrameInfo, transfer: Transfer = "auto") -> icc.ColourSpace:
+    """The colour space a frame is decoded from: ``transfer`` "srgb" or "linear" forces sRGB or
+    linear sRGB; "auto" takes the file's (:func:`_declared_space`), else sRGB for integer samples
+    and linear sRGB for float ones."""
+    if transfer == "srgb":
+        return icc.srgb()
+    if transfer == "linear":
+        return icc.linear_srgb()
+    if info.space is not None:
+        return info.space if info.channels == 3 or info.space.to_xyz is None else icc.srgb()
+    return icc.srgb() if info.bit_depth in (8, 16) else icc.linear_srgb()
 
 
 # --- probing (headers only) ---------------------------------------------------------------------
@@ -67,6 +104,7 @@ def probe_picture(path: Path) -> FrameInfo:
                 width, height = im.size
                 mode = im.mode
                 exif = im.getexif()
+                info = dict(im.info)
     except Image.DecompressionBombError as e:
         raise FuseError(
             f"{path}: absurd dimensions ({e.args[0].split(' exceeds')[0]}); fusecli reads frames up to "
@@ -82,13 +120,20 @@ def probe_picture(path: Path) -> FrameInfo:
     channels = 1 if mode in grey else 3
     check_dimensions(path, width, height, channels)
     sub = exif.get_ifd(_EXIF_IFD) if exif else {}
+    interop = exif.get_ifd(_EXIF_IFD).get(_INTEROP_IFD) if exif else None
+    interop_index = exif.get_ifd(_INTEROP_IFD).get(1) if exif and interop else None
     make, model = str(exif.get(_MAKE, "") or "").strip(), str(exif.get(_MODEL, "") or "").strip()
+    orientation = _orientation(exif.get(_ORIENTATION))
+    if orientation >= 5:  # stored turned a quarter: the upright picture is the other way round
+        width, height = height, width
     return FrameInfo(
         path=path,
         width=width,
         height=height,
         channels=channels,
         kind="picture",
+        space=_declared_space(info.get("icc_profile"), _int(sub.get(_COLOR_SPACE)), interop_index, info),
+        orientation=orientation,
         exposure_time=positive(sub.get(_EXPOSURE_TIME)),
         iso=positive(sub.get(_ISO)),
         aperture=positive(sub.get(_FNUMBER)),
@@ -97,6 +142,19 @@ def probe_picture(path: Path) -> FrameInfo:
         camera=_camera(make, model),
         bit_depth=16 if mode.startswith("I;16") or mode == "I" else 8,
     )
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value[0] if isinstance(value, (tuple, list)) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _orientation(value) -> int:
+    """EXIF Orientation (1..8; anything else is 1, upright)."""
+    found = _int(value)
+    return found if found in range(1, 9) else 1
 
 
 def _camera(make: str, model: str) -> str | None:
@@ -140,11 +198,18 @@ def probe_tiff(path: Path) -> list[FrameInfo]:
                 tags = {t.name: t.value for t in page.tags.values()}
                 exif = tags.get("ExifTag") or {}
                 make, model = str(tags.get("Make", "") or "").strip(), str(tags.get("Model", "") or "").strip()
+                orientation = _orientation(tags.get("Orientation"))
+                if orientation >= 5:  # stored turned a quarter: the upright picture is the other way round
+                    w, h = h, w
+                colour = _int(exif.get("ColorSpace"))
+                interop = (exif.get("InteroperabilityTag") or {}).get("InteroperabilityIndex")
                 infos.append(
                     FrameInfo(
                         path=path,
                         width=w,
                         height=h,
+                        space=_declared_space(tags.get("InterColorProfile"), colour, interop, {}),
+                        orientation=orientation,
                         channels=1 if c <= 2 else 3,  # grey (+ alpha) or RGB (+ alpha): alpha is not image data
                         kind="tiff",
                         exposure_time=positive(exif.get("ExposureTime", tags.get("ExposureTime"))),
@@ -187,23 +252,33 @@ def _first(value):
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _to_chw(array: np.ndarray, channels_last: bool) -> np.ndarray:
+def _to_chw(array: np.ndarray, channels_last: bool, orientation: int = 1) -> np.ndarray:
+    """A decoded array -> (C, H, W), upright: ``orientation`` (EXIF) applied."""
+    if array.ndim == 3 and not channels_last:
+        array = np.moveaxis(array, 0, -1)
+    array = orient(array, orientation)
     if array.ndim == 2:
         return array[None]
-    return np.moveaxis(array, -1, 0) if channels_last else array
+    return np.moveaxis(array, -1, 0)
 
 
-def _normalise(path: Path, array: np.ndarray, srgb: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """Integer or float (C, H, W) -> float32 linear [0, 1], into ``out`` (C, H, W) float32 when given."""
+def _normalise(path: Path, array: np.ndarray, space: icc.ColourSpace, out: np.ndarray | None = None) -> np.ndarray:
+    """Integer or float (C, H, W) encoded in ``space`` -> float32 linear light [0, 1] (its primaries),
+    into ``out`` (C, H, W) float32 when given."""
     if out is None:
         out = np.empty(array.shape, np.float32)
+    if len(set(space.curves)) > 1 and array.dtype.kind == "u":  # a curve per channel: channel by channel
+        for c in range(array.shape[0]):
+            _normalise(path, array[c : c + 1], icc.ColourSpace(space.name, None, (space.curves[c],)), out[c : c + 1])
+        return out
+    curve = space.curves[0]
     if array.dtype == np.uint8 and out.flags.c_contiguous:  # OpenCV's table lookup, plane by plane
-        lut = _lut(8, srgb)  # (faster than np.take)
+        lut = _lut(8, curve)  # (faster than np.take)
         for c in range(array.shape[0]):
             cv2.LUT(np.ascontiguousarray(array[c]), lut, dst=out[c])
         return out
     if array.dtype in (np.uint8, np.uint16):  # one gather through the code -> linear table
-        lut = _lut(8 * array.dtype.itemsize, srgb)
+        lut = _lut(8 * array.dtype.itemsize, curve)
         hwc = np.moveaxis(array, 0, -1)
         if array.shape[0] > 1 and hwc.flags.c_contiguous:  # decoded channels last (a TIFF's RGB)
             # gathered in the decoder's order, then transposed from a small band (cheaper than
@@ -224,17 +299,24 @@ def _normalise(path: Path, array: np.ndarray, srgb: bool, out: np.ndarray | None
         if bad:
             raise FuseError(f"{path}: {bad} NaN/Inf pixel values; fusecli refuses float frames with non-finite values")
         np.clip(out, 0.0, 1.0, out=out)
-        if srgb:
-            out[...] = srgb_to_linear(out)
+        if not space.linear:
+            out[...] = space.to_linear(out)
         return out
     raise FuseError(f"{path}: unsupported sample type {array.dtype}")
 
 
-def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one TIFF page or PNG/JPEG frame -> (C, H, W) float32, linear, [0, 1]; C is 1 or 3.
-    With ``out`` (C, H, W) float32, the frame is decoded straight into it (a stack's slot: no copy)."""
+def read_frame(
+    info: FrameInfo,
+    transfer: Transfer = "auto",
+    out: np.ndarray | None = None,
+    target: icc.ColourSpace | None = None,
+) -> np.ndarray:
+    """Decode one TIFF page or PNG/JPEG frame -> (C, H, W) float32, linear light, [0, 1], upright; C is
+    1 or 3. Its colour space is :func:`frame_space`'s; with ``target``, its colours are converted
+    into that space's primaries (values outside it clipped). With ``out`` (C, H, W) float32, the
+    frame is decoded straight into it (a stack's slot: no copy)."""
     path = info.path
-    srgb = resolve_transfer(info, transfer) == "srgb"
+    space = frame_space(info, transfer)
     if info.kind == "tiff":
         try:
             with tifffile.TiffFile(path) as tf:
@@ -243,7 +325,7 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | N
                 channels_last = page.axes.endswith("S")
         except Exception as e:
             raise FuseError(f"{path}: cannot decode the TIFF ({e})") from None
-        chw = _to_chw(array, channels_last)
+        chw = _to_chw(array, channels_last, info.orientation)
     elif info.kind == "picture":
         if path.suffix.lower() in {".jpg", ".jpeg"} and not _jpeg_complete(path):
             raise FuseError(f"{path}: truncated JPEG (no end-of-image marker)")
@@ -252,7 +334,7 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | N
             raise FuseError(f"{path}: OpenCV cannot decode the image (corrupt or truncated)")
         if array.ndim == 3:
             array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        chw = _to_chw(array, channels_last=True)
+        chw = _to_chw(array, True, info.orientation)
     else:
         raise ValueError(f"read_frame reads TIFF and PNG/JPEG frames, not {info.kind}")
     if chw.shape[0] in (2, 4):  # grey + alpha, RGB + alpha: the alpha channel is not image data
@@ -265,7 +347,13 @@ def read_frame(info: FrameInfo, transfer: Transfer = "auto", out: np.ndarray | N
         )
     if out is not None and out.shape != chw.shape:
         raise FuseError(f"{path}: decoded shape {chw.shape} differs from the stack's {out.shape}")
-    return _normalise(path, chw, srgb, out)
+    frame = _normalise(path, chw, space, out)
+    convert = icc.matrix(space, target) if target is not None and frame.shape[0] == 3 else None
+    if convert is not None:  # another profile than the stack's: into its primaries, in bands of rows
+        for y in range(0, frame.shape[1], 256):
+            band = frame[:, y : y + 256]
+            np.clip(np.einsum("ij,jhw->ihw", convert, band), 0.0, 1.0, out=band)
+    return frame
 
 
 def _imread(path: Path, flags: int) -> np.ndarray | None:
@@ -336,10 +424,10 @@ def read_label(path: Path, transfer: Transfer = "auto", what: str = "label") -> 
         try:
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages[0]
-                chw = _to_chw(page.asarray(), page.axes.endswith("S"))
+                chw = _to_chw(page.asarray(), page.axes.endswith("S"), info.orientation)
         except Exception as e:
             raise FuseError(f"{path}: cannot decode the {what} ({e})") from None
-        return np.ascontiguousarray(_normalise(path, chw, resolve_transfer(info, transfer) == "srgb"))
+        return np.ascontiguousarray(_normalise(path, chw, frame_space(info, transfer)))
     return read_frame(info, transfer)
 
 

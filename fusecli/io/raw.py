@@ -147,12 +147,7 @@ def _tiff_metadata(path: Path) -> dict:
         "make": tags.get("Make"),
         "model": tags.get("Model"),
     }
-    out["lens"] = exif.get("LensModel") or None
     out["exposure_mode"] = exif.get("ExposureMode")
-    focal = exif.get("FocalLength")
-    out["focal_length"] = positive(focal) if focal is not None else None
-    out["copyright"] = (tags.get("Copyright") or "").strip() or None
-    out["artist"] = (tags.get("Artist") or "").strip() or None
     if isinstance(out["iso"], (tuple, list)):
         out["iso"] = out["iso"][0] if out["iso"] else None
     # DNG colour: prefer the matrix calibrated for D65 (illuminant 21), else ColorMatrix2, else 1.
@@ -304,13 +299,6 @@ def probe_raw(path: Path) -> FrameInfo:
         return _frame_info(raw, path, _metadata(path))
     finally:
         raw.close()
-
-
-def capture_metadata(path: Path) -> dict:
-    """What a fused file carries over from its reference frame besides the exposure: lens model,
-    focal length (mm), copyright and artist, each None when the file has none (TIFF-based RAW only)."""
-    meta = _metadata(Path(path))
-    return {key: meta.get(key) for key in ("lens", "focal_length", "copyright", "artist")}
 
 
 def preview(path: Path, side: int) -> np.ndarray | None:
