@@ -3,6 +3,7 @@ reading the same files with rawpy alone; peak RSS. Targets (the speed issue): fu
 with ``--align none``, <= 3x with alignment.
 
     python bench/bench_fuse.py [--stacks 10] [--megapixels 24] [--frames 3] [--repeat 3] [--no-samples] [--cli]
+                               [--dng linear|fused]
 
 Stacks are synthesised (common.write_dng_stack: a smooth gradient scene with noise, RGGB, 14-bit,
 exposures 1, 1/4, ...).
@@ -13,7 +14,10 @@ write, the next stack decoded while this one is fused); ``--cli`` also times the
 For the memory target, run the large stack alone and read the command's peak RSS:
 --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli.
 
-Results: bench/results/fuse_<megapixels>mp_<frames>f_align-<mode>.json.
+``--dng`` is fuse's: ``linear`` (the default: the scene-linear merge as a floating-point DNG, no
+network) or ``fused`` (the network's tone-fused DNG).
+
+Results: bench/results/fuse_<megapixels>mp_<frames>f_align-<mode>[_dng-fused].json.
 """
 
 import argparse
@@ -46,6 +50,7 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="also time the fusecli fuse command as a new process")
     ap.add_argument("--align", default="translation", help="as fuse --align (default translation, as fuse)")
     ap.add_argument("--jobs", type=int, default=None, help="stacks opened at once, as fuse --jobs (default: as fuse)")
+    ap.add_argument("--dng", default="linear", choices=("linear", "fused"), help="as fuse --dng")
     a = ap.parse_args()
     keep_freed_memory()
     device = pick_device("auto")
@@ -69,7 +74,8 @@ def main() -> None:
             out = Path(tmp) / "out"
 
             def run(sources=sources, out=out, jobs=jobs) -> None:
-                options = FuseOptions(StackOptions(align=a.align), OutputOptions(overwrite=True), jobs=jobs)
+                output = OutputOptions(overwrite=True, dng=a.dng)
+                options = FuseOptions(StackOptions(align=a.align), output, jobs=jobs)
                 fuse_sources(sources, model, device, out, options)
 
             def decode(files=files) -> None:
@@ -98,6 +104,8 @@ def main() -> None:
                         "--quiet",
                         "--align",
                         a.align,
+                        "--dng",
+                        a.dng,
                         *(["--jobs", str(a.jobs)] if a.jobs else []),
                     ],
                     env=env,
@@ -115,7 +123,10 @@ def main() -> None:
     big_row = rows[-1]
     ratio = big_row["fuse_s_per_stack"] / big_row["decode_s_per_stack"]
     limit = 2 if a.align == "none" else 3
-    what = f"fuse per {a.megapixels:g} MP {a.frames}-frame DNG stack vs rawpy's decode, DNG out, --align {a.align}"
+    what = (
+        f"fuse per {a.megapixels:g} MP {a.frames}-frame DNG stack vs rawpy's decode, --dng {a.dng} out, "
+        f"--align {a.align}"
+    )
     headlines = [common.headline(what, round(ratio, 2), "x the decode", target=f"<= {limit}x", met=ratio <= limit)]
     if "command_peak_rss_gib" in big_row:
         rss = big_row["command_peak_rss_gib"]
@@ -129,8 +140,8 @@ def main() -> None:
             )
         )
     common.record(
-        f"fuse_{a.megapixels:g}mp_{a.frames}f_align-{a.align}",
-        {"align": a.align, "repeat": a.repeat, "rows": rows},
+        f"fuse_{a.megapixels:g}mp_{a.frames}f_align-{a.align}" + ("_dng-fused" if a.dng == "fused" else ""),
+        {"align": a.align, "dng": a.dng, "repeat": a.repeat, "rows": rows},
         headlines,
     )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

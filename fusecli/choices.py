@@ -47,6 +47,15 @@ class OutputFormat(str, Enum):
     tiff = "tiff"
     jpg = "jpg"
     png = "png"
+    exr = "exr"
+
+
+class DngKind(str, Enum):
+    """What a RAW stack's DNG holds: the scene-linear merge (floating point) or the network's
+    tone-fused values (16-bit), docs/outputs.md."""
+
+    linear = "linear"
+    fused = "fused"
 
 
 class Method(str, Enum):

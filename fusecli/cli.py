@@ -213,6 +213,7 @@ def fuse(
     deghost: opt.Deghost = True,
     shard: opt.Shard = None,
     quality: opt.Quality = 95,
+    dng: opt.DngOpt = opt.DngKind.linear,
     as_json: opt.AsJson = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -229,7 +230,7 @@ def fuse(
     wanted = opt.choices(opt.OutputFormat, formats, {"jpeg": "jpg", "tif": "tiff"})
     with user_errors():
         stack_options = StackOptions(opt.ratios(ratios), transfer.value, align.value, deghost)
-        output_options = OutputOptions(wanted, linear, overwrite, save_weights, quality)
+        output_options = OutputOptions(wanted, linear, overwrite, save_weights, quality, dng.value)
         options = FuseOptions(stack_options, output_options, max_memory, dry_run, jobs)
         sources = discover(opt.paths(paths), GroupOptions(group, group_size, user_ratios=ratios is not None))
         if (part := opt.shard(shard)) is not None:

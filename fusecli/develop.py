@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fusecli.io.raw import CameraInfo, unpack_bayer
+from fusecli.io.raw import CameraInfo, cfa_offsets, unpack_bayer
 
 if TYPE_CHECKING:
     from fusecli.stack import Stack
@@ -45,6 +45,8 @@ _PALETTE = (
 )
 
 
+#: Rec. 709 luminance of linear sRGB.
+_LUMA709 = (0.2126, 0.7152, 0.0722)
 #: Linear Rec.709/sRGB -> XYZ (D65).
 RGB_TO_XYZ = np.array(
     [
@@ -106,12 +108,62 @@ def develop(rgb: np.ndarray, camera: CameraInfo) -> np.ndarray:
     return balance(rgb, camera.white_balance, camera.color_matrix)
 
 
-def render_raw(planes: np.ndarray, camera: CameraInfo, linear: bool = False) -> np.ndarray:
-    """Packed planes (4, h, w) [0, 1] -> (2h, 2w, 3) float32 sRGB (or linear sRGB) [0, 1], upright."""
+def render_raw(
+    planes: np.ndarray, camera: CameraInfo, linear: bool = False, scene: np.ndarray | None = None
+) -> np.ndarray:
+    """Packed planes (4, h, w) [0, 1] -> (2h, 2w, 3) float32 sRGB (or linear sRGB) [0, 1], upright.
+
+    ``scene``: the same stack's scene-linear merge (4, h, w) >= 0 (:mod:`fusecli.merge`). Given, each
+    pixel keeps the brightness (Rec. 709 luminance) the planes develop to and takes its colour from
+    the scene, as a raw developer renders it: the network compresses each camera channel on its own,
+    before white balance, which turns near-white highlights cream and a bright window cyan."""
     mosaic = np.round(unpack_bayer(np.clip(planes, 0, 1), camera.cfa) * 65535).astype(np.uint16)
     demosaiced = cv2.cvtColor(mosaic, _OPENCV_BAYER[camera.cfa]).astype(np.float32) / 65535
     rgb = develop(demosaiced, camera)
+    if scene is not None:
+        rgb = _with_colour_of(rgb, scene, camera)
     return orient(rgb if linear else linear_to_srgb(rgb), camera.orientation)
+
+
+def _with_colour_of(rgb: np.ndarray, scene: np.ndarray, camera: CameraInfo) -> np.ndarray:
+    """(2h, 2w, 3) linear sRGB [0, 1] with the chromaticity of ``scene`` (4, h, w) developed at half
+    resolution (colour varies slowly; the planes keep the detail) -> (2h, 2w, 3) [0, 1]; a pixel
+    the new colour would take above 1 is scaled down whole, so its hue stays."""
+    half = develop_half(scene, camera, clip=False)
+    luma = half @ np.asarray(_LUMA709, np.float32)
+    chroma = half / np.maximum(luma, np.float32(1e-6))[..., None]
+    chroma = cv2.resize(chroma, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    out = chroma * (rgb @ np.asarray(_LUMA709, np.float32))[..., None]
+    np.maximum(out, 0, out=out)
+    out /= np.maximum(out.max(axis=-1, keepdims=True), np.float32(1))
+    return out
+
+
+def demosaic_linear(planes: np.ndarray, cfa: str) -> np.ndarray:
+    """Packed planes (4, h, w) float32, any range -> (2h, 2w, 3) camera RGB: bilinear interpolation
+    of each colour from its photosites, in floating point (scene-linear values above 1 kept)."""
+    mosaic = unpack_bayer(planes.astype(np.float32, copy=False), cfa)
+    h, w = mosaic.shape
+    out = np.empty((h, w, 3), np.float32)
+    sites = cfa_offsets(cfa)
+    cross = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
+    box = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
+    for channel, planes_of, kernel in ((0, (0,), box), (1, (1, 2), cross), (2, (3,), box)):
+        sparse = np.zeros_like(mosaic)
+        for p in planes_of:
+            dy, dx = sites[p]
+            sparse[dy::2, dx::2] = mosaic[dy::2, dx::2]
+        out[..., channel] = cv2.filter2D(sparse, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    return out
+
+
+def develop_scene(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
+    """Scene-linear packed planes (4, h, w) >= 0 -> (2h, 2w, 3) float32 linear sRGB (Rec. 709
+    primaries, D65) >= 0, upright: demosaiced in floating point, white balanced, the camera matrix;
+    nothing clipped above (what the EXR holds)."""
+    rgb = demosaic_linear(planes, camera.cfa) * np.asarray(camera.white_balance, np.float32)
+    out = rgb @ camera_to_srgb(camera.color_matrix).T
+    return orient(np.maximum(out, 0, out=out), camera.orientation)
 
 
 def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
@@ -127,10 +179,15 @@ def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
     return linear_to_srgb(np.moveaxis(chw, 0, -1))
 
 
-def develop_half(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
+def develop_half(planes: np.ndarray, camera: CameraInfo, clip: bool = True) -> np.ndarray:
     """Packed planes (4, h, w) [0, 1] -> (h, w, 3) linear sRGB [0, 1] at half resolution (R, mean
-    of the greens, B: no demosaic), unrotated: for previews and contact sheets."""
-    return develop(np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1), camera)
+    of the greens, B: no demosaic), unrotated: for previews and contact sheets. ``clip=False``:
+    scene-linear planes, any range >= 0, developed without clipping."""
+    rgb = np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1)
+    if clip:
+        return develop(rgb, camera)
+    out = (rgb * np.asarray(camera.white_balance, np.float32)) @ camera_to_srgb(camera.color_matrix).T
+    return np.maximum(out, 0, out=out)
 
 
 def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:

@@ -21,8 +21,9 @@ import torch
 from fusecli.discover import StackSource
 from fusecli.errors import FuseError, UsageError
 from fusecli.io.common import write_error
+from fusecli.merge import merge_linear
 from fusecli.model import FuseNet
-from fusecli.outputs import OutputOptions, output_paths, remove_stale_parts, write_outputs
+from fusecli.outputs import OutputOptions, needs, output_paths, remove_stale_parts, write_outputs
 from fusecli.runtime import usable_cores
 from fusecli.stack import Stack, StackOptions, open_stack, prefetch
 
@@ -183,9 +184,13 @@ def fuse_sources(
                 result = Result(source.name, "failed", reason=str(error))
             else:
                 try:
-                    fused, weights = fuse_stack(
-                        model, stack, device, options.max_memory, keep_weights=output_options.save_weights
+                    network, merge = needs(source, output_options)
+                    fused, weights = (
+                        fuse_stack(model, stack, device, options.max_memory, keep_weights=output_options.save_weights)
+                        if network
+                        else (None, None)
                     )
+                    merged = merge_linear(stack.frames, stack.ratios) if merge else None
                     # the writer needs the stack's metadata, not its frames: they are let go now (with
                     # three stacks in flight, one stack's frames fewer in memory)
                     meta = dataclasses.replace(stack, frames=np.empty((0, *stack.frames.shape[1:]), np.float32))
@@ -200,6 +205,7 @@ def fuse_sources(
                         out_dir=out_dir,
                         stack_options=stack_options,
                         t0=t0,
+                        merged=merged,
                     )
                 except FuseError as e:
                     job, result = None, Result(source.name, "failed", reason=str(e))
@@ -233,11 +239,12 @@ def _write(
     out_dir: Path,
     stack_options: StackOptions,
     t0: float,
+    merged: tuple[np.ndarray, list[float]] | None = None,
 ) -> Result:
     """Write one fused stack's outputs (the writer thread) -> its summary row."""
     missing = paths if options.overwrite else [p for p in paths if not p.exists()]
     try:
-        write_outputs(stack, source, fused, weights, options=options, paths=paths, only=missing)
+        write_outputs(stack, source, fused, weights, options=options, paths=paths, only=missing, merged=merged)
     except FuseError as e:
         return Result(source.name, "failed", reason=str(e))
     except OSError as e:

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 
-from fusecli.choices import AlignMode, Device, Grouping, Method, OutputFormat, Transfer, values
+from fusecli.choices import AlignMode, Device, DngKind, Grouping, Method, OutputFormat, Transfer, values
 from fusecli.console import one_line
 from fusecli.errors import UsageError
 
@@ -207,6 +207,13 @@ Formats = _opt(
 )
 Linear = _opt(bool, "--linear", help="Write TIFFs in linear light (with a linear profile).", rich_help_panel="Output")
 Quality = _opt(int, "--quality", min=1, max=100, help="JPEG quality.", rich_help_panel="Output")
+DngOpt = _opt(
+    DngKind,
+    "--dng",
+    help="RAW stacks' DNG: the scene-linear merge (floating point, every highlight the bracket held) "
+    "or the network's tone-fused picture as raw data.",
+    rich_help_panel="Output",
+)
 Overwrite = _opt(
     bool, "--overwrite", help="Replace existing outputs (they are skipped otherwise).", rich_help_panel="Output"
 )

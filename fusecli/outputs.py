@@ -1,11 +1,13 @@
 """What ``fusecli fuse`` writes for a stack (HDRMerge's SaveOptions): formats, paths, DNG, TIFF,
-JPEG and PNG and weight maps, each written atomically, and the clean-up of temporaries a killed run
-left behind. Pictures are developed by :mod:`fusecli.develop`; docs/outputs.md describes the files.
+JPEG, PNG, EXR and weight maps, each written atomically, and the clean-up of temporaries a killed
+run left behind. Pictures are developed by :mod:`fusecli.develop`; the scene-linear DNG and the EXR
+hold :mod:`fusecli.merge`'s merge; docs/outputs.md describes the files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,19 +18,23 @@ from PIL import Image, PngImagePlugin
 
 from fusecli import __version__
 from fusecli.choices import OutputFormat, values
-from fusecli.develop import dng_preview, render_raw, weight_map
+from fusecli.develop import develop_scene, dng_preview, render_raw, weight_map
 from fusecli.discover import StackSource
 from fusecli.errors import FuseError
 from fusecli.io import common, icc
 from fusecli.io.common import FrameInfo, atomic_path
 from fusecli.io.dng import write_dng
-from fusecli.io.metadata import Capture, append_sub_ifds, pillow_exif, read_capture, tiff_tags
-from fusecli.io.raw import BAND_ROWS, cfa_offsets
+from fusecli.io.exr import write_exr
+from fusecli.io.metadata import Capture, append_sub_ifds, exr_attributes, pillow_exif, read_capture, tiff_tags
+from fusecli.io.raw import BAND_ROWS, cfa_offsets, unpack_bayer
 from fusecli.stack import Stack
 
 RAW_FORMATS = values(OutputFormat)
 RGB_FORMATS = tuple(f for f in RAW_FORMATS if f != "dng")
-SUFFIX = {"dng": ".dng", "tiff": ".tif", "jpg": ".jpg", "png": ".png"}
+PICTURES = ("tiff", "jpg", "png")
+SUFFIX = {"dng": ".dng", "tiff": ".tif", "jpg": ".jpg", "png": ".png", "exr": ".exr"}
+#: The primaries and white of the EXR's linear RGB: Rec. 709 / sRGB, D65 (x, y of R, G, B, white).
+REC709 = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
 
 
 #: What a stack gets when --format is not given: the kind of file its frames are.
@@ -39,13 +45,27 @@ DEFAULT_FORMAT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tiff", 
 class OutputOptions:
     """What to write (HDRMerge's SaveOptions): formats (None: the frames' own kind, DNG for RAW),
     TIFF kept linear (with a linear profile), replace existing outputs, also write weight maps,
-    JPEG quality."""
+    JPEG quality, and what a RAW stack's DNG holds (``linear``: the scene-linear merge; ``fused``:
+    the network's tone-fused values)."""
 
     formats: tuple[str, ...] | None = None
     linear: bool = False
     overwrite: bool = False
     save_weights: bool = False
     quality: int = 95
+    dng: str = "linear"
+
+
+def needs(source: StackSource, options: OutputOptions) -> tuple[bool, bool]:
+    """What a stack's outputs are made from -> (the network's fusion, the scene-linear merge):
+    pictures and weight maps and the tone-fused DNG come from the network; the linear DNG and the
+    EXR from the merge, which also gives RAW pictures their colour."""
+    formats = formats_for(source, options)
+    dng = "dng" in formats
+    network = any(f in PICTURES for f in formats) or options.save_weights or (dng and options.dng == "fused")
+    raw = source.kind == "raw"
+    merge = "exr" in formats or (raw and ((dng and options.dng == "linear") or network))
+    return network, merge
 
 
 @dataclass(frozen=True)
@@ -172,11 +192,14 @@ def write_outputs(
     options: OutputOptions,
     paths: Sequence[Path],
     only: Sequence[Path] | None = None,
+    merged: tuple[np.ndarray, Sequence[float]] | None = None,
 ) -> None:
     """Write one stack's outputs to ``paths`` (as :func:`output_paths` gives them), each atomically;
     ``only``: just these of them (the others exist already).
 
-    fused (C, H, W) [0, 1] in the frames' domain; weights (K, Cw, H, W) or None."""
+    fused (C, H, W) [0, 1] in the frames' domain, or None where :func:`needs` says no output needs
+    it; weights (K, Cw, H, W) or None; merged: the scene-linear merge ((C, H, W) >= 0, 1 = the
+    reference frame's white) and the exposure ratios it used, or None likewise."""
     formats = formats_for(source, options)
     wanted = set(paths if only is None else only)
     capture = capture_of(stack.infos[0])
@@ -185,29 +208,78 @@ def write_outputs(
     for fmt, path in zip(formats, paths):
         if path not in wanted:
             continue
+        if fmt == "dng" and options.dng == "linear":
+            _write_linear_dng(path, stack, merged, capture, software=software, note=description)
+            continue
         if fmt == "dng":
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
             mosaic = to_mosaic16(fused, camera.cfa)
             preview = dng_preview(fused, stack.camera)
             write_dng(path, mosaic, camera, capture, software=software, description=description, preview=preview)
             continue
+        if fmt == "exr":
+            write_exr(path, *_scene_rgb(stack, merged[0]), exr_attributes(capture, description))
+            continue
         linear = options.linear and fmt == "tiff"
         if linear not in pictures:
-            pictures[linear] = _picture(stack, fused, linear, Tagging(capture, software, description))
+            scene = merged[0] if merged is not None and stack.kind == "raw" else None
+            pictures[linear] = _picture(stack, fused, linear, Tagging(capture, software, description), scene)
         rgb, tagging = pictures[linear]
         write_picture(path, rgb, SUFFIX[fmt], tagging, options.quality)
     if options.save_weights and paths[-1] in wanted:
         write_picture(paths[-1], weight_map(weights), ".png")
 
 
-def _picture(stack: Stack, fused: np.ndarray, linear: bool, tagging: Tagging) -> tuple[np.ndarray, Tagging]:
+def _write_linear_dng(
+    path: Path, stack: Stack, merged: tuple[np.ndarray, Sequence[float]], capture: Capture, *, software: str, note: str
+) -> None:
+    """The scene-linear DNG: the merge as 16-bit floats in the darkest frame's units (1 = its white,
+    so nothing the bracket held is above the white level a raw developer clips at), BaselineExposure
+    raising it back to the reference frame's brightness, and the darkest frame's exposure time (the
+    one those units stand for)."""
+    values, used = merged
+    darkest = float(used[-1])
+    mosaic = unpack_bayer(np.minimum(values * np.float32(darkest), 1.0), stack.camera.cfa).astype(np.float16)
+    camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=1.0)
+    if stack.infos[-1].exposure_time:
+        capture = capture.with_exposure_time(stack.infos[-1].exposure_time)
+    preview = dng_preview(np.minimum(values, 1.0), stack.camera)
+    write_dng(
+        path,
+        mosaic,
+        camera,
+        capture,
+        software=software,
+        description=note,
+        preview=preview,
+        baseline_exposure=-math.log2(darkest),
+    )
+
+
+def _scene_rgb(stack: Stack, values: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The merge as the EXR holds it -> ((H, W, 3 or 1) linear, 1 = the reference frame's white,
+    the chromaticities): RAW demosaiced, white balanced and in Rec. 709 primaries; RGB converted from
+    the stack's primaries into Rec. 709; mono as it is (Y)."""
+    if stack.kind == "raw":
+        return develop_scene(values, stack.camera), REC709
+    space = stack.space or icc.linear_srgb()
+    m = icc.matrix(space, icc.linear_srgb())
+    if m is not None:
+        values = np.einsum("ij,jhw->ihw", m, values)
+    return np.moveaxis(np.maximum(values, 0), 0, -1), REC709
+
+
+def _picture(
+    stack: Stack, fused: np.ndarray, linear: bool, tagging: Tagging, scene: np.ndarray | None = None
+) -> tuple[np.ndarray, Tagging]:
     """A fused stack as a TIFF, JPEG or PNG holds it -> ((H, W, C) encoded [0, 1], upright; the
-    tagging with its profile): RAW developed to sRGB (linear sRGB when ``linear``); RGB and mono in
-    the stack's colour space, through its curve (linear light with a linear profile when ``linear``
-    or when the frames were linear)."""
+    tagging with its profile): RAW developed to sRGB (linear sRGB when ``linear``), with the colour
+    of the scene-linear merge ``scene`` where given (:func:`fusecli.develop.render_raw`); RGB and mono
+    in the stack's colour space, through its curve (linear light with a linear profile when
+    ``linear`` or when the frames were linear)."""
     if stack.kind == "raw":
         space = icc.linear_srgb() if linear else icc.srgb()
-        rgb = render_raw(fused, stack.camera, linear=linear)
+        rgb = render_raw(fused, stack.camera, linear=linear, scene=scene)
     else:
         space = stack.space or icc.srgb()
         if linear and not space.linear:

@@ -90,6 +90,7 @@ class SynthBracket:
     camera: CameraInfo
     exposures: list[Capture]
     params: dict = field(default_factory=dict)
+    scene: np.ndarray | None = None  # (4, H/2, W/2) float32 >= 0: the 1/1 frame noiseless and unclipped (1 = white)
 
 
 # --- the label ----------------------------------------------------------------------------------
@@ -287,7 +288,9 @@ def render_bracket(
     )
     if motion is not None:
         params["motion"] = motion
-    return SynthBracket(mosaics=mosaics, label=label, camera=camera, exposures=exposures, params=params)
+    return SynthBracket(
+        mosaics=mosaics, label=label, camera=camera, exposures=exposures, params=params, scene=pack_bayer(clean, cfa)
+    )
 
 
 def _handheld(cam: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:

@@ -111,8 +111,10 @@ def test_the_reference_frames_capture_metadata_is_carried_over(tmp_path):
     carried = read_capture(fused)
     assert carried.exif[42036] == "EF 24-70mm f/2.8L" and float(carried.exif[37386]) == 35.0  # lens, focal length
     assert carried.ifd0[33432] == "(c) A. B." and carried.ifd0[315] == "A. B."  # copyright, artist
-    info = probe_raw(fused)
-    assert (info.exposure_time, info.iso, info.timestamp) == (0.125, 200.0, datetime(2026, 5, 1, 10, 0, 0))
+    info = probe_raw(fused)  # its values are in the darkest frame's units: that frame's exposure time
+    assert (info.exposure_time, info.iso, info.timestamp) == (0.03125, 200.0, datetime(2026, 5, 1, 10, 0, 0))
+    r = runner.invoke(app, ["fuse", str(tmp_path / "in"), "-o", str(tmp_path / "tf"), "--dng", "fused"])
+    assert r.exit_code == 0 and probe_raw(tmp_path / "tf" / "in_fused.dng").exposure_time == 0.125  # the reference's
 
 
 def test_a_fused_canon_bracket_opens_in_the_adobe_sdk_with_its_camera_names(real, tmp_path):

@@ -127,7 +127,7 @@ def test_perfect_prediction_scores_zero_loss_and_capped_psnr(dataset, tmp_path):
 
 def test_pred_scores_fusecli_fuse_outputs_like_the_model(dataset, tmp_path):
     fused = tmp_path / "fusecli-dng"
-    assert runner.invoke(app, ["fuse", str(dataset), "-o", str(fused), "--quiet"]).exit_code == 0
+    assert runner.invoke(app, ["fuse", str(dataset), "-o", str(fused), "--dng", "fused", "--quiet"]).exit_code == 0
     r = _eval(dataset, "--method", "model", "--pred", fused, "--json")
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]

@@ -36,7 +36,7 @@ def _fuse(*args):
 
 
 def test_samples_fuse_to_outputs_that_read_back(tmp_path):
-    r = _fuse(SAMPLES, "-o", tmp_path, "--format", "dng,tiff,jpg,png", "--save-weights", "--json")
+    r = _fuse(SAMPLES, "-o", tmp_path, "--format", "dng,tiff,jpg,png", "--save-weights", "--dng", "fused", "--json")
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["failed"] == 0 and [x["status"] for x in summary["results"]] == ["fused"] * 3
@@ -46,7 +46,7 @@ def test_samples_fuse_to_outputs_that_read_back(tmp_path):
     stack = load_stack(source)
     fused, weights = fuse_stack(model, stack, device)
     assert np.allclose(weights.sum(0), 1, atol=1e-5)
-    # the DNG holds the fused planes (16-bit, black 0, white 65535) in the source's Bayer phase
+    # --dng fused: the DNG holds the fused planes (16-bit, black 0, white 65535) in the source's Bayer phase
     planes, _, cam = read_raw(tmp_path / "cannon_001_fused.dng")
     assert cam.cfa == stack.camera.cfa and cam.white_level == 65535
     assert np.abs(planes - fused).max() <= 1 / 65535 + 1e-7
@@ -200,7 +200,7 @@ def test_real_canon_sensor_data_fuses_sensibly(real, tmp_path):
         mosaic = raw.raw_image_visible[:1156, :1734].astype(np.float64)
     scene = (mosaic - 2056) / (15000 - 2056) * 3.0  # 3x brighter than captured: the 1/1 frame clips
     write_bracket_files(tmp_path / "b", scene, [1, 0.25, 0.0625], cam=read_camera(path), times=[0, 0, 0])
-    r = _fuse(tmp_path / "b", "-o", tmp_path / "out", "--json")
+    r = _fuse(tmp_path / "b", "-o", tmp_path / "out", "--dng", "fused", "--json")
     assert r.exit_code == 0, r.stderr
     fused, _, _ = read_raw(tmp_path / "out" / "b_fused.dng")
     stack = load_stack(discover([tmp_path / "b"])[0])

@@ -1,12 +1,14 @@
 """Writing Bayer DNG files (tifffile) that the Adobe DNG SDK, LibRaw, darktable and RawTherapee read.
 
-One uncompressed 16-bit CFA image in IFD 0, marked as the main image (NewSubFileType 0, which the
-Adobe SDK and so Lightroom require), with the DNG 1.4 tags a raw developer needs, named in
-:class:`Tag` and grouped as HDRMerge's DngFloatWriter groups them: sensor (CFA pattern, per-channel
-black level, white level), colour (ColorMatrix1 with the source's calibration illuminant,
-AsShotNeutral, the source's UniqueCameraModel) and the shot (its EXIF and GPS sub-IFDs, where
-EXIF readers look, XMP, artist and copyright: :mod:`fusecli.io.metadata`; DateTime in IFD 0).
-Written to a temporary name and renamed, so a crash never leaves a partial file.
+One CFA image in IFD 0, marked as the main image (NewSubFileType 0, which the Adobe SDK and so
+Lightroom require): 16-bit integers uncompressed, or (DNG 1.4) 16- or 32-bit floating point in
+tiles compressed with deflate after the floating-point predictor (HDRMerge's layout). The DNG 1.4
+tags a raw developer needs are named in :class:`Tag` and grouped as HDRMerge's DngFloatWriter
+groups them: sensor (CFA pattern, per-channel black level, white level), colour (ColorMatrix1 with
+the source's calibration illuminant, AsShotNeutral, the source's UniqueCameraModel, BaselineExposure)
+and the shot (its EXIF and GPS sub-IFDs, where EXIF readers look, XMP, artist and copyright:
+:mod:`fusecli.io.metadata`; DateTime in IFD 0). Written to a temporary name and renamed, so a crash
+never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Tag(IntEnum):
     CALIBRATION_ILLUMINANT_1 = 50778
     CALIBRATION_ILLUMINANT_2 = 50779
     COLOR_MATRIX_2 = 50722
+    BASELINE_EXPOSURE = 50730
     FORWARD_MATRIX_1 = 50964
     FORWARD_MATRIX_2 = 50965
 
@@ -104,13 +107,17 @@ def write_dng(
     software: str = "fusecli",
     description: str = "",
     preview: np.ndarray | None = None,
+    baseline_exposure: float | None = None,
 ) -> None:
-    """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included);
+    """Write a Bayer mosaic as a DNG. mosaic: (H, W) uint16 raw values (black level included), or
+    float16/float32 linear values (``camera``'s levels then say black 0 and white 1);
+    baseline_exposure: EV a raw developer adds when it opens the file (DNG BaselineExposure);
     capture: the shot's metadata (:mod:`fusecli.io.metadata`: EXIF and GPS sub-IFDs, XMP, artist,
-    copyright); preview: an optional (h, w, 3) uint8 sRGB picture, stored in a SubIFD
+    copyright); preview: an optional (h, w, 3) uint8 sRGB picture, stored JPEG-compressed in a SubIFD
     (NewSubFileType 1) as cameras and HDRMerge store theirs, for viewers that do not develop raw data."""
-    if mosaic.ndim != 2 or mosaic.dtype != np.uint16 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
-        raise ValueError(f"expected an even-sized (H, W) uint16 mosaic, got {mosaic.shape} {mosaic.dtype}")
+    floating = mosaic.dtype in (np.float16, np.float32)
+    if mosaic.ndim != 2 or not (floating or mosaic.dtype == np.uint16) or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
+        raise ValueError(f"expected an even-sized (H, W) uint16 or float mosaic, got {mosaic.shape} {mosaic.dtype}")
     tags = [
         (Tag.NEW_SUBFILE_TYPE, "I", 1, 0, True),  # the main image
         (Tag.MAKE, "s", 0, camera.make, True),
@@ -122,6 +129,13 @@ def write_dng(
         *_colour_tags(camera),
         *tiff_tags(capture, software=software, description=description, camera=False),
     ]
+    if baseline_exposure is not None:
+        tags.append((Tag.BASELINE_EXPOSURE, "2i", 1, _rational(baseline_exposure, 10_000), True))
+    # floating point: 256x256 tiles, deflate after the predictor that differences every second
+    # sample (the same CFA colour), as HDRMerge and the DNG SDK write them
+    layout = (
+        {"compression": "adobe_deflate", "predictor": 34894, "tile": (256, 256), "maxworkers": 2} if floating else {}
+    )
     tags = [(int(t[0]), *t[1:]) for t in sorted(tags, key=lambda t: int(t[0]))]
     when = capture.timestamp
     path = Path(path)
@@ -135,7 +149,16 @@ def write_dng(
                 datetime=when,
                 software=False,
                 subifds=1 if preview is not None else None,
+                **(layout if floating else {}),
             )
             if preview is not None:
-                tw.write(np.ascontiguousarray(preview, dtype=np.uint8), photometric="rgb", subfiletype=1, metadata=None)
+                tw.write(  # JPEG as cameras and HDRMerge store it: a fraction of the raw data's size
+                    np.ascontiguousarray(preview, dtype=np.uint8),
+                    photometric="rgb",  # tifffile encodes RGB as a YCbCr JPEG and says so
+                    compression="jpeg",
+                    compressionargs={"level": 90},
+                    rowsperstrip=preview.shape[0],  # one JPEG stream, as readers of previews expect
+                    subfiletype=1,
+                    metadata=None,
+                )
         append_sub_ifds(tmp, capture)

@@ -103,6 +103,11 @@ class Capture:
         ifd0 = {k: v for k, v in ((ARTIST, artist), (COPYRIGHT, copyright)) if v}
         return cls(ifd0, exif)
 
+    def with_exposure_time(self, seconds: float) -> Capture:
+        """This capture with another ExposureTime."""
+        exif = {**self.exif, ExifTags.Base.ExposureTime: _rational(seconds, 1_000_000)}
+        return Capture(self.ifd0, exif, self.gps, self.xmp)
+
     def with_gps(self, gps: dict) -> Capture:
         """This capture with ``gps`` (GPS tags by number) as its GPS sub-IFD."""
         return Capture(self.ifd0, self.exif, dict(gps), self.xmp)
@@ -261,3 +266,25 @@ def append_sub_ifds(path: Path, capture: Capture, colour_space: int | None = Non
         if subifds_at is not None:
             f.seek(subifds_at + 2)
             f.write(struct.pack("<H", 4))
+
+
+def exr_attributes(capture: Capture, description: str) -> dict:
+    """OpenEXR's standard attributes for the shot: capDate, expTime, aperture, isoSpeed, owner
+    (copyright, else artist), latitude/longitude/altitude, and the fusion's note as comments."""
+    out: dict = {"comments": description}
+    exif, gps = capture.exif, capture.gps
+    if capture.timestamp:
+        out["capDate"] = capture.timestamp
+    for name, tag in (("expTime", ExifTags.Base.ExposureTime), ("aperture", ExifTags.Base.FNumber)):
+        if exif.get(tag):
+            out[name] = float(exif[tag])
+    if exif.get(ExifTags.Base.ISOSpeedRatings):
+        out["isoSpeed"] = float(exif[ExifTags.Base.ISOSpeedRatings])
+    owner = capture.ifd0.get(COPYRIGHT) or capture.ifd0.get(ARTIST)
+    if owner:
+        out["owner"] = str(owner)
+    for name, value_tag, ref_tag, negative in (("latitude", 2, 1, "S"), ("longitude", 4, 3, "W")):
+        if gps.get(value_tag) and len(gps[value_tag]) == 3:
+            d, m, sec = (float(v) for v in gps[value_tag])
+            out[name] = (d + m / 60 + sec / 3600) * (-1 if str(gps.get(ref_tag, "")).upper() == negative else 1)
+    return out
