@@ -79,7 +79,7 @@ def align_mtb(frames: np.ndarray, ratios) -> np.ndarray:
     for k in range(1, len(frames)):
         dx, dy = mtb.calculateShift(grey[0], grey[k])  # shift that moves frame k onto the reference
         m = np.array([[1.0, 0, -dx], [0, 1.0, -dy], [0, 0, 1]])  # reference pixel -> frame pixel
-        out[k] = align.warp_frame(frames[k], m)
+        out[k] = align.warp_frame(frames[k], m)[0]
     return out
 
 

@@ -20,6 +20,7 @@ from fusecli.registration import (
     Pair,
     describe_warp,
     estimate_warp,
+    intensity_map,
     max_displacement,
     prepare,
     scale_warp,
@@ -28,6 +29,7 @@ from fusecli.registration import (
 
 MAX_SIDE = 1024  # finest pyramid level registered (long side, packed pixels)
 TINY = 0.05  # pixels: a smaller warp is not applied
+SHOULDER = 0.9  # display-referred values above this sit on the camera curve's shoulder
 STILL_REASON = f"moved under {STILL:g} px"  # a frame's reason when the tripod test settled it
 
 
@@ -137,17 +139,46 @@ def _shrink_stack(frames: np.ndarray, k: int, size: tuple[int, int], cache: Summ
     return _area_to(size, means.mean(axis=0, dtype=np.float32), (peak >= CLIP).astype(np.float32))
 
 
-def warp_frame(frame: np.ndarray, warp: np.ndarray) -> np.ndarray:
+def warp_frame(frame: np.ndarray, warp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Resample every plane of ``frame`` (C, H, W) at ``warp`` (reference pixel -> frame pixel),
-    bicubic, clipped to [0, 1]; pixels the frame does not cover (a border a few pixels wide) take
-    the frame's nearest edge pixel: its own exposure, where the reference's scaled values would be
-    off wherever the reference clipped or the camera's tone curve bent."""
+    bicubic, clipped to [0, 1] -> (the warped frame, (H, W) bool: the pixels the frame does not
+    cover, a border as wide as the motion, which hold the frame's nearest edge pixel)."""
     h, w = frame.shape[-2:]
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     out = np.empty_like(frame)
     for c in range(frame.shape[0]):
         out[c] = cv2.warpPerspective(frame[c], warp, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0.0, 1.0, out=out)
+    covered = cv2.warpPerspective(
+        np.ones((h, w), np.float32), warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0.0
+    )
+    return np.clip(out, 0.0, 1.0, out=out), covered < 0.999
+
+
+def fill_uncovered(
+    frame: np.ndarray, outside: np.ndarray, reference: np.ndarray, gain: float, display_referred: bool
+) -> None:
+    """Give a warped frame's uncovered pixels (``outside``, (H, W) bool) the ``reference`` frame's,
+    brought to the frame's exposure, **in place**, where the reference holds them unclipped: times
+    ``gain`` (the frame's exposure over the reference's) for linear frames; through the two frames'
+    intensity mapping (matched quantiles where both are unclipped) for display-referred ones, whose
+    camera tone curve the ratio does not undo, and only below the curve's shoulder (0.9), where the
+    mapping is well conditioned. Elsewhere the frame's edge pixel stays: a clipped reference says
+    nothing of a darker frame. frame, reference (C, H, W) [0, 1]."""
+    top = SHOULDER if display_referred else CLIP
+    usable = outside & (reference.max(axis=0) < top)
+    if not usable.any():
+        return
+    if not display_referred:
+        frame[:, usable] = np.minimum(reference[:, usable] * np.float32(gain), 1.0)
+        return
+    both = ~outside & (reference.max(axis=0) < top) & (frame.max(axis=0) < CLIP)
+    both[::, 1::2] = False  # every other column and row is plenty for 64 quantiles
+    both[1::2] = False
+    if np.count_nonzero(both) < 1000:
+        return
+    for c in range(frame.shape[0]):
+        knots = intensity_map(reference[c][both], frame[c][both])
+        frame[c][usable] = np.interp(reference[c][usable], *knots).astype(np.float32)
 
 
 class Aligned(NamedTuple):
@@ -158,10 +189,16 @@ class Aligned(NamedTuple):
 
 
 def align_stack(
-    frames: np.ndarray, ratios: tuple[float, ...] | list[float], mode: AlignMode, summaries: Summaries | None = None
+    frames: np.ndarray,
+    ratios: tuple[float, ...] | list[float],
+    mode: AlignMode,
+    summaries: Summaries | None = None,
+    display_referred: bool = False,
 ) -> Aligned:
     """Register frames (K, C, H, W) [0, 1], brightest first, onto frame 0, **in place** -> the same
-    array, aligned, and the motion of each frame. ``mode`` "none" leaves the frames as they are.
+    array, aligned, and the motion of each frame. ``mode`` "none" leaves the frames as they are; a
+    warped frame's uncovered border is filled by :func:`fill_uncovered` (``display_referred``: the
+    frames went through a camera tone curve).
     ``summaries`` (a dict to share with :func:`fusecli.deghost.deghost`) keeps each frame's half summary; a warped
     frame's is dropped."""
     check_mode(mode)
@@ -195,7 +232,9 @@ def align_stack(
         if max_displacement(warp, h, w) < TINY:
             motions.append(FrameMotion(k, "static", dx, dy, rot, cc, matrix=matrix))
         else:
-            aligned[k] = warp_frame(aligned[k], warp)
+            aligned[k], outside = warp_frame(aligned[k], warp)
+            # from the next brighter frame, already aligned: the nearest exposure, the best-conditioned mapping
+            fill_uncovered(aligned[k], outside, aligned[k - 1], ratios[k] / ratios[k - 1], display_referred)
             if summaries is not None:
                 summaries.pop(k, None)
             shrunk[k] = _shrink_stack(aligned, k, size, summaries)

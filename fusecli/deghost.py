@@ -10,32 +10,10 @@ import cv2
 import numpy as np
 
 from fusecli.align import Summaries, summary_of
-from fusecli.registration import CLIP, FLOOR
+from fusecli.registration import CLIP, FLOOR, intensity_map
 
 GHOST_RATIO = 1.3  # brightness ratio (after normalisation) beyond which a pixel is a ghost
 GHOST_FLOOR = 0.02  # reference-frame units added to both sides before the ratio (noise)
-
-
-def _quantile_map(src: np.ndarray, dst: np.ndarray, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The intensity mapping between two exposures of one scene (Grossberg & Nayar 2003): matched
-    quantiles of the same pixels in both, a monotone curve src -> dst robust to what moved. 1-D
-    arrays of equal length -> (src knots, dst knots), each increasing, for np.interp."""
-    q = np.linspace(0.0, 1.0, n)
-    a, b = _quantiles(src, q), _quantiles(dst, q)
-    return np.maximum.accumulate(a), np.maximum.accumulate(b)
-
-
-def _quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """np.quantile(x, q) (its default linear method, the same values) from one sort: 1-D x, q in
-    [0, 1] -> (len(q),) float64. np.quantile partitions once for each quantile; one sort serves all."""
-    s = np.sort(x)
-    pos = q * (s.size - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, s.size - 1)
-    t = pos - lo
-    a, b = s[lo], s[hi]
-    # numpy's _lerp, so that the values are np.quantile's to the last bit
-    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
 
 
 def deghost(
@@ -85,7 +63,7 @@ def deghost(
             if int(both.sum()) < 64:
                 shares.append(0.0)
                 continue
-            curves = [_quantile_map(b[c][both] * ratios[j], ref_b[c][both]) for c in range(b.shape[0])]
+            curves = [intensity_map(b[c][both] * ratios[j], ref_b[c][both]) for c in range(b.shape[0])]
             b = np.stack([np.interp(b[c] * ratios[j], *curves[c]) for c in range(b.shape[0])]).astype(np.float32)
         # Frame j's noise floor in reference units: a dark frame can only say "darker than this".
         floor = np.float32(GHOST_FLOOR + 2 * FLOOR / ratios[j])

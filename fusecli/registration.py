@@ -441,3 +441,25 @@ def max_displacement(warp: np.ndarray, h: int, w: int) -> float:
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
     moved = warp @ corners
     return float(np.abs(moved[:2] / moved[2] - corners[:2]).max())
+
+
+def intensity_map(src: np.ndarray, dst: np.ndarray, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The intensity mapping between two exposures of one scene (Grossberg & Nayar 2003): matched
+    quantiles of the same pixels in both, a monotone curve src -> dst robust to what moved. 1-D
+    arrays of equal length -> (src knots, dst knots), each increasing, for np.interp."""
+    q = np.linspace(0.0, 1.0, n)
+    a, b = quantiles(src, q), quantiles(dst, q)
+    return np.maximum.accumulate(a), np.maximum.accumulate(b)
+
+
+def quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """np.quantile(x, q) (its default linear method, the same values) from one sort: 1-D x, q in
+    [0, 1] -> (len(q),) float64. np.quantile partitions once for each quantile; one sort serves all."""
+    s = np.sort(x)
+    pos = q * (s.size - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, s.size - 1)
+    t = pos - lo
+    a, b = s[lo], s[hi]
+    # numpy's _lerp, so that the values are np.quantile's to the last bit
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)

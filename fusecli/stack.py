@@ -257,7 +257,7 @@ def register(stack: Stack, mode: AlignMode = "translation", deghost: bool = True
     """Align a decoded stack's frames onto the reference and replace ghosts, in place -> the stack
     with ``motion`` set (each frame's motion and the share of its pixels that were ghosts)."""
     summaries: align.Summaries = {}  # each frame read once for both (a warped frame again)
-    frames, motion = align.align_stack(stack.frames, stack.ratios, mode, summaries)
+    frames, motion = align.align_stack(stack.frames, stack.ratios, mode, summaries, stack.transfer == "srgb")
     notes = stack.notes
     if len(motion) > 1 and all(m.reason == align.STILL_REASON for m in motion[1:]):
         notes = (*notes, f"tripod: no frame moved over {align.STILL:g} px at half the registration size; none warped")

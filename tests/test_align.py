@@ -11,7 +11,7 @@ from conftest import ROOT
 from typer.testing import CliRunner
 
 from fusecli import align, registration
-from fusecli.align import align_stack, warp_frame
+from fusecli.align import align_stack, fill_uncovered, warp_frame
 from fusecli.cli import app
 from fusecli.deghost import deghost
 from fusecli.discover import discover
@@ -128,15 +128,20 @@ def test_black_and_white_frames_are_reported_and_fused_unaligned(handheld):
     assert np.array_equal(aligned, kept)
 
 
-def test_uncovered_borders_take_the_frames_nearest_pixels():
+def test_uncovered_borders_take_the_reference_where_it_holds_them_else_the_frames_edge():
     rng = np.random.default_rng(0)
+    reference = rng.random((4, 40, 50), dtype=np.float32) * 0.9
+    reference[:, :, -2:] = 1.0  # clipped at the right edge: it says nothing of a darker frame there
     frame = rng.random((4, 40, 50), dtype=np.float32) * 0.25
     shift = np.array([[1.0, 0, 3.0], [0, 1.0, -2.0], [0, 0, 1]])  # reference pixel (x, y) -> frame (x + 3, y - 2)
-    out = warp_frame(frame, shift)
+    out, outside = warp_frame(frame, shift)
     assert np.allclose(out[:, 2:, :-3], frame[:, :-2, 3:], atol=1e-5)  # an integer shift is exact inside
-    assert np.allclose(out[:, :2, :-3], frame[:, :1, 3:], atol=1e-5)  # above: the frame's first row
-    assert np.allclose(out[:, 2:, -3:], frame[:, :-2, -1:], atol=1e-5)  # right: its last column
-    assert out.min() >= 0 and out.max() <= 0.25 + 1e-6  # its own exposure, not the reference's
+    assert outside[:2].all() and outside[:, -3:].all() and not outside[2:, :-3].any()
+    assert np.allclose(out[:, 2:, -3:], frame[:, :-2, -1:], atol=1e-5)  # replicated edge before filling
+    fill_uncovered(out, outside, reference, 0.25, display_referred=False)
+    assert np.allclose(out[:, :2, :-2], reference[:, :2, :-2] * 0.25)  # the reference at the frame's exposure
+    assert np.allclose(out[:, 2:, -2:], frame[:, :-2, -1:], atol=1e-5)  # where it clipped, the frame's edge
+    assert out.min() >= 0 and out.max() <= 1
 
 
 def test_deghosting_replaces_a_moving_object_with_the_reference(tmp_path):
@@ -255,14 +260,14 @@ def test_matched_features_give_a_large_turned_and_shifted_motion():
 def test_deghost_quantiles_are_numpys_from_one_sort():
     # the intensity mapping's quantiles (one sort, not np.quantile's partition per quantile) are
     # np.quantile's to the last bit; by hand: [0, 1, 2, 10] at q = 0.5 lies halfway between 1 and 2
-    from fusecli.deghost import _quantiles
+    from fusecli.registration import quantiles
 
-    assert _quantiles(np.array([10.0, 0.0, 2.0, 1.0]), np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.5, 10.0]
+    assert quantiles(np.array([10.0, 0.0, 2.0, 1.0]), np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.5, 10.0]
     rng = np.random.default_rng(3)
     q = np.linspace(0.0, 1.0, 64)
     for n in (1, 2, 5, 999, 40_001):
         x = (rng.random(n) ** 3).astype(np.float32)
-        assert np.array_equal(_quantiles(x, q), np.quantile(x, q))
+        assert np.array_equal(quantiles(x, q), np.quantile(x, q))
 
 
 def test_half_summary_gives_2x2_means_and_the_brightest_channels_maxima():
