@@ -24,6 +24,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_folder.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_fuse.py --cli
+	$(BIN)/python bench/bench_fuse.py --cli --dng fused
 	$(BIN)/python bench/bench_fuse.py --cli --no-samples --stacks 5 --repeat 2 --align none
 	$(BIN)/python bench/bench_fuse.py --stacks 1 --megapixels 50 --frames 5 --repeat 1 --no-samples --cli
 	$(BIN)/python bench/bench_enfuse.py
@@ -35,6 +36,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/compare_baselines.py
 	$(BIN)/python bench/highlight_colour.py
 	$(BIN)/python bench/real_brackets.py
+	$(BIN)/python bench/look_sweep.py
+	$(BIN)/python bench/bench_raw_range.py
 	$(BIN)/python bench/summary.py --write
 
 # Regenerates samples/ from the BSD-3 Cannon.exr in ../shared and procedural scenes (README, "Samples").

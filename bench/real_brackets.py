@@ -18,7 +18,11 @@ learned correction at zero: exposure fusion's weights in fusecli's pyramid; --di
 S ... a column per strength of the correction camera-JPEG stacks get (the sidecar's
 display_correction, 0.5 for the bundled model). A contact sheet per
 stack (frames; fusecli, Mertens, enfuse; fusecli's weights) goes to --sheets: look at them before
-believing a number.
+believing a number. Beside MEF-SSIM, each result's global contrast (fusecli.metrics.global_contrast:
+the spread of its brightness at 256 px; a flat "HDR look" scores low) and whether it is brighter on
+average than the brightest frame (a night turned to day). The brackets are split by name into a
+tuning half (the 1st, 3rd, 5th... in sorted order), on which fusecli's fusion may be tuned, and a
+held-out half that is only reported: both are printed and recorded apart.
 
 Results: bench/results/real_brackets[_side<N>][_<label>].json (--label names a variant run).
 """
@@ -39,7 +43,7 @@ from fusecli.baselines import best_exposed, enfuse_display, mertens_display
 from fusecli.develop import display, weight_map
 from fusecli.discover import discover
 from fusecli.errors import FuseError
-from fusecli.evaluate import mef_scorer, mef_ssim_display
+from fusecli.evaluate import contrast_display, mef_scorer, mef_ssim_display
 from fusecli.fuse import fuse_stack
 from fusecli.model import FuseNet, load_model
 from fusecli.stack import StackOptions, open_stack
@@ -77,11 +81,47 @@ def _label(path: Path | None) -> str:
     return "fusecli" if path is None else f"{path.parent.name}/{path.stem}"
 
 
-def summarise(table: dict, methods: tuple, models: list[str], a: argparse.Namespace) -> None:
+def split(names) -> dict[str, list[str]]:
+    """The tuning half (every other bracket in sorted order, from the first) and the held-out half."""
+    ordered = sorted(names)
+    return {"tuning": ordered[0::2], "held out": ordered[1::2]}
+
+
+def parts(table: dict, contrasts: dict, brighter: dict, methods: tuple, first: str) -> dict:
+    """Per part of :func:`split`: each method's mean MEF-SSIM and contrast, the first model's wins
+    over Mertens, and the stacks where it is brighter than the brightest frame."""
+    out = {}
+    for part, names in split(table).items():
+        rows = [table[n] for n in names]
+        mean = {m: statistics.fmean(v) for m in methods if (v := [r[m] for r in rows if r[m] is not None])}
+        contrast = {
+            m: statistics.fmean(v) for m in methods if (v := [contrasts[n][m] for n in names if m in contrasts[n]])
+        }
+        pairs = [(r[first], r["mertens"]) for r in rows if r[first] is not None and r["mertens"] is not None]
+        out[part] = {
+            "stacks": names,
+            "mef_ssim": mean,
+            "global_contrast": contrast,
+            "wins_over_mertens": [sum(f > m for f, m in pairs), len(pairs)],
+            "brighter_than_brightest_frame": [n for n in names if brighter[n].get(first)],
+        }
+        print(
+            f"{part}: MEF-SSIM "
+            + ", ".join(f"{m} {v:.4f}" for m, v in mean.items())
+            + "; contrast "
+            + ", ".join(f"{m} {v:.3f}" for m, v in contrast.items())
+            + f"; {first} beats Mertens on {out[part]['wins_over_mertens'][0]}/{len(pairs)}"
+        )
+    return out
+
+
+def summarise(table: dict, contrasts: dict, brighter: dict, methods: tuple, *, models: list[str], a) -> None:
     """Print each method's mean and how often each model beats the others; record them."""
     scored = {m: [r[m] for r in table.values() if r[m] is not None] for m in methods}
     means = {m: statistics.fmean(v) if v else None for m, v in scored.items()}
     print(f"{'mean':<31}" + "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in means.values()))
+    contrast = {m: statistics.fmean(v) for m in methods if (v := [c[m] for c in contrasts.values() if m in c])}
+    print(f"{'global contrast, mean':<31}" + "".join(f"{contrast.get(m, float('nan')):>10.4f}" for m in methods))
     print("stacks fused: " + ", ".join(f"{m} {len(scored[m])}/{len(table)}" for m in methods))
     wins = {}
     for name in models:
@@ -108,8 +148,30 @@ def summarise(table: dict, methods: tuple, models: list[str], a: argparse.Namesp
             common.headline(f"real brackets where {first} beats Mertens at {side}", f"{better}/{total}", "")
         )
     name = "real_brackets" + ("" if a.mef_side == 1024 else f"_side{a.mef_side}") + (f"_{a.label}" if a.label else "")
+    first_contrast, mertens_contrast = contrast.get(first), contrast.get("mertens")
+    if first_contrast is not None and mertens_contrast is not None:
+        headlines.append(
+            common.headline(
+                f"global contrast on {len(table)} real brackets, mean: {first} (Mertens)",
+                f"{first_contrast:.3f} ({mertens_contrast:.3f})",
+                "",
+                target=">= Mertens",
+                met=first_contrast >= mertens_contrast,
+            )
+        )
+    halves = parts(table, contrasts, brighter, methods, first)
+    held = halves["held out"]
+    headlines.append(
+        common.headline(
+            f"held-out half ({len(held['stacks'])} brackets): {first} MEF-SSIM (Mertens), wins over Mertens",
+            f"{held['mef_ssim'].get(first, float('nan')):.4f} ({held['mef_ssim'].get('mertens', float('nan')):.4f}), "
+            f"{held['wins_over_mertens'][0]}/{held['wins_over_mertens'][1]}",
+            "",
+        )
+    )
     figures = {"mef_side": a.mef_side, "align": a.align, "methods": list(methods), "stacks": table}
-    common.record(name, {**figures, "means": means, "wins": wins}, headlines)
+    figures.update(global_contrast=contrasts, brighter_than_brightest_frame=brighter, contrast_means=contrast)
+    common.record(name, {**figures, "means": means, "wins": wins, "halves": halves}, headlines)
 
 
 def main() -> None:
@@ -148,6 +210,8 @@ def main() -> None:
     options = StackOptions(align=a.align)
     a.sheets.mkdir(parents=True, exist_ok=True)
     table: dict[str, dict[str, float | None]] = {}
+    contrasts: dict[str, dict[str, float]] = {}  # per stack and method
+    brighter: dict[str, dict[str, bool]] = {}  # per stack and method: brighter on average than the brightest frame
     print(f"{'stack':<28}{'K':>3}" + "".join(f"{m[-9:]:>10}" for m in methods) + f"{'s fusecli':>11}")
     sheets = []
     for source in discover(a.brackets):
@@ -159,6 +223,7 @@ def main() -> None:
         except FuseError as e:
             print(f"{source.name:<28}  not opened: {e}")
             table[source.name] = row
+            contrasts[source.name], brighter[source.name] = {}, {}
             continue
         frames = np.stack([display(f, stack) for f in stack.frames])
         scorer = mef_scorer(frames, side)
@@ -185,12 +250,14 @@ def main() -> None:
         for method, image in results.items():
             row[method] = mef_ssim_display(scorer, image, side)
         table[source.name] = row
+        contrasts[source.name] = {m: round(contrast_display(img), 4) for m, img in results.items()}
+        brighter[source.name] = {m: bool(img.mean() > frames[0].mean()) for m, img in results.items()}
         sheet = contact_sheet(frames, results, row, shown_weights)
         sheets.append(sheet)
         cv2.imwrite(str(a.sheets / f"{source.name}.png"), sheet[..., ::-1])
         cells = "".join(f"{row[m]:>10.4f}" if row[m] is not None else f"{'-':>10}" for m in methods)
         print(f"{source.name:<28}{len(stack.frames):>3}{cells}{seconds:>11.2f}", flush=True)
-    summarise(table, methods, list(models), a)
+    summarise(table, contrasts, brighter, methods, models=list(models), a=a)
     print(f"contact sheets: {a.sheets}")
     if a.docs is not None and sheets:
         width = max(s.shape[1] for s in sheets)

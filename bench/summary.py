@@ -56,24 +56,38 @@ def table(results: dict[str, dict], names: list[str], link_prefix: str) -> str:
 
 
 def per_stack(result: dict | None) -> str:
-    """The real brackets benchmark's table: MEF-SSIM per bracket and method, the best in bold, then
-    the means and how often the first method beats each other."""
+    """The real brackets benchmark's table: MEF-SSIM per bracket and method, the best in bold, the
+    global contrast of fusecli's and Mertens's results, which half each bracket is in, then the means
+    and how often the first method beats each other."""
     if result is None:
         return "(no results yet: python bench/real_brackets.py)"
     f = result["figures"]
     methods = f["methods"]
-    rows = ["| bracket | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    contrast = f.get("global_contrast", {})
+    held = set(f.get("halves", {}).get("held out", {}).get("stacks", []))
+    extra = ["contrast " + methods[0], "contrast mertens"] if contrast else []
+    rows = ["| bracket | " + " | ".join(methods + extra) + " |", "| --- |" + " --- |" * len(methods + extra)]
     for name, scores in f["stacks"].items():
         best = max((v for v in scores.values() if v is not None), default=None)
         cells = ["-" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in scores.values()]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        if contrast:
+            c = contrast.get(name, {})
+            cells += [f"{c[m]:.3f}" if m in c else "-" for m in (methods[0], "mertens")]
+        rows.append(f"| {name}{' (held out)' if name in held else ''} | " + " | ".join(cells) + " |")
     means = ["-" if f["means"][m] is None else f"{f['means'][m]:.4f}" for m in methods]
+    if contrast:
+        means += [f"{f['contrast_means'][m]:.3f}" for m in (methods[0], "mertens")]
     rows.append("| **mean** | " + " | ".join(means) + " |")
     wins = "; ".join(f"{k.replace(' > ', ' beats ')} on {w}/{n}" for k, (w, n) in f["wins"].items())
+    halves = "".join(
+        f" {part}: {methods[0]} {h['mef_ssim'][methods[0]]:.4f}, Mertens {h['mef_ssim']['mertens']:.4f}, "
+        f"ahead on {h['wins_over_mertens'][0]}/{h['wins_over_mertens'][1]}."
+        for part, h in f.get("halves", {}).items()
+    )
     machine = _machine(result["machine"])
     return (
         "\n".join(rows)
-        + f"\n\n{wins}. ({machine}, {result['date'][:10]}, commit {result['commit']}: `{result['command']}`)"
+        + f"\n\n{wins}.{halves} ({machine}, {result['date'][:10]}, commit {result['commit']}: `{result['command']}`)"
     )
 
 

@@ -26,12 +26,22 @@ from fusecli.io import image as image_io
 from fusecli.io import raw as raw_io
 from fusecli.io.common import RAW_EXTENSIONS
 from fusecli.losses import TERMS, FusionLoss, LossConfig
-from fusecli.metrics import MefSsim, psnr, ssim
+from fusecli.metrics import MefSsim, global_contrast, psnr, ssim
 from fusecli.model import FuseNet
 from fusecli.stack import Stack, StackOptions, open_stack, prefetch
 
-METRICS = ("total", *(t for t in TERMS if t != "mef"), "psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim")
-HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim"})
+METRICS = (
+    "total",
+    *(t for t in TERMS if t != "mef"),
+    "psnr",
+    "ssim",
+    "display_psnr",
+    "display_ssim",
+    "mef_ssim",
+    "global_contrast",
+)
+#: (global_contrast: fusion's usual defect is too little of it, a flat "HDR look")
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "display_psnr", "display_ssim", "mef_ssim", "global_contrast"})
 BUILTIN_METHODS = ("model", "mertens", "enfuse", "single", "uniform")
 #: MEF-SSIM is scored on display-referred grey images downscaled (area) to this longest side.
 MEF_SIDE = 1024
@@ -164,6 +174,12 @@ def mef_ssim_display(scorer: MefSsim, fused_display: np.ndarray, side: int = MEF
     return scorer.score(_mef_input(fused_display, side)[None])
 
 
+def contrast_display(image: np.ndarray) -> float:
+    """:func:`fusecli.metrics.global_contrast` of one display-referred (H, W, C) image."""
+    x = np.moveaxis(np.ascontiguousarray(image, dtype=np.float32), -1, 0)
+    return float(global_contrast(torch.from_numpy(x)[None])[0])
+
+
 def prepare_display(case: Case) -> None:
     """The display-referred frames and label of a case, and its MEF-SSIM scorer (once per stack)."""
     stack = case.stack
@@ -193,6 +209,7 @@ def score(
     shown = pred.display if pred.display is not None else display(pred.fused, stack)
     if case.mef is not None:
         out["mef_ssim"] = mef_ssim_display(case.mef, shown)
+    out["global_contrast"] = contrast_display(shown)
     if case.label_display is not None:
         y_d, l_d = (
             torch.from_numpy(np.moveaxis(np.ascontiguousarray(a, dtype=np.float32), -1, 0))[None]

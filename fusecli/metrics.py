@@ -233,3 +233,22 @@ def mef_ssim(frames: torch.Tensor, fused: torch.Tensor, levels: int = 3) -> torc
         if level + 1 < levels:
             x, f = _downsample(x), _downsample(f)
     return score.mean().to(fused.dtype)
+
+
+#: Longest side at which :func:`global_contrast` looks at an image: the picture's tonal layout, not its texture.
+CONTRAST_SIDE = 256
+
+
+def global_contrast(x: torch.Tensor, side: int = CONTRAST_SIDE) -> torch.Tensor:
+    """How much the picture's brightness varies across it: the standard deviation of its Rec.601
+    luma (display-referred, [0, 1]) area-downscaled to a longest side of ``side``. Fusion's usual
+    defect is a low one: a flat, lifted "HDR look" (a night turned to dusk).
+    x (B, C, H, W) display-referred [0, 1] -> (B,) >= 0."""
+    if x.ndim != 4:
+        raise ValueError(f"expected (B, C, H, W), got {tuple(x.shape)}")
+    grey = _grey(x)[:, None]
+    h, w = grey.shape[-2:]
+    scale = min(1.0, side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.adaptive_avg_pool2d(grey, size) if size != (h, w) else grey
+    return small.flatten(1).std(dim=1, unbiased=False)

@@ -80,6 +80,8 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
     expected["display_psnr"] = psnr(shown(fused), shown(stack.read_label()))
     expected["display_ssim"] = ssim(shown(fused), shown(stack.read_label()))
     expected["mef_ssim"] = mef_ssim(frames_d.double(), shown(fused).double(), levels=1)
+    grey = (shown(fused)[0] * torch.tensor([0.2989, 0.5870, 0.1140])[:, None, None]).sum(0)  # Rec.601 luma
+    expected["global_contrast"] = grey.std(unbiased=False)  # the stack is 192x256: at most 256 px already
     expected = {k: float(v) for k, v in expected.items()}
     expected["total"] = (
         expected["l1"]
@@ -94,7 +96,7 @@ def test_json_numbers_equal_the_loss_and_metric_functions(dataset):
 
     # Baselines have no weights: black_reg is absent for them. Mertens runs as its users run it, on
     # developed 8-bit RGB: it has display-referred figures only (no packed-RAW result to compare).
-    display_metrics = {"display_psnr", "display_ssim", "mef_ssim"}
+    display_metrics = {"display_psnr", "display_ssim", "mef_ssim", "global_contrast"}
     for x in out["rows"]:
         assert x["status"] == "ok" and x["labelled"] is True
         assert (x["black_reg"] is None) == (x["method"] != "model")
@@ -198,7 +200,8 @@ def test_bad_label_missing_pred_and_unlabelled_stack_are_reported_per_stack(data
     assert missing["status"] == "failed" and "no prediction for stack x" in missing["reason"]
     unlabelled = rows[("x", "model")]
     assert unlabelled["status"] == "ok" and unlabelled["labelled"] is False
-    assert unlabelled["mef_ssim"] > 0 and all(unlabelled[m] is None for m in METRICS if m != "mef_ssim")
+    assert unlabelled["mef_ssim"] > 0 and unlabelled["global_contrast"] > 0
+    assert all(unlabelled[m] is None for m in METRICS if m not in ("mef_ssim", "global_contrast"))
     assert "does not match" in r.stderr  # progress and reasons go to stderr, JSON alone to stdout
 
 

@@ -154,3 +154,15 @@ def test_single_scale_mef_ssim_by_hand():
     # (to 1e-5: the definition adds 0.001 to every patch strength, so the flat frame counts a little)
     assert mef_ssim(frames, flat, levels=1).item() == pytest.approx(c / (sigma2 + c), rel=1e-5)
     assert MefSsim(frames).score(flat) == pytest.approx(c / (sigma2 + c), rel=1e-5)  # the cached form
+
+
+def test_global_contrast_is_the_spread_of_the_pictures_brightness():
+    from fusecli.metrics import global_contrast
+
+    half = torch.zeros(1, 3, 512, 512)
+    half[..., 256:] = 1.0  # black and white halves: luma 0 and 1 (the weights sum to 0.9999)
+    assert float(global_contrast(half)[0]) == pytest.approx(0.49995, abs=1e-5)
+    assert float(global_contrast(torch.full((1, 1, 300, 200), 0.4))[0]) == pytest.approx(0.0, abs=1e-7)
+    fine = torch.zeros(1, 1, 512, 512)
+    fine[..., ::2] = 1.0  # texture finer than 256 px averages out: no tonal layout
+    assert float(global_contrast(fine)[0]) == pytest.approx(0.0, abs=1e-6)
