@@ -23,7 +23,7 @@ from fusecli.develop import dng_preview
 from fusecli.discover import discover
 from fusecli.fuse import MAX_MEMORY_GIB, band_rows, fuse_stack
 from fusecli.model import load_model
-from fusecli.outputs import OutputOptions, output_paths, to_mosaic16, write_outputs
+from fusecli.outputs import OutputOptions, output_paths, to_mosaic, write_outputs
 from fusecli.runtime import keep_freed_memory
 from fusecli.stack import Stack, load_stack
 
@@ -70,10 +70,10 @@ def main() -> None:
         common.write_dng_stack(Path(tmp) / "s", a.megapixels, 3)
         print(f"\n{a.megapixels:g} MP RAW stack, 3 frames, one after another (no overlap), seconds; 3 runs")
         stack, fused = stages(model, Path(tmp) / "s", Path(tmp))
-        mosaic = common.median_seconds(lambda: to_mosaic16(fused, stack.camera.cfa), 5)
+        mosaic = common.median_seconds(lambda: to_mosaic(fused, stack.camera.cfa), 5)
         preview = common.median_seconds(lambda: dng_preview(fused, stack.camera), 5)
         print(
-            f"  of the DNG: the uint16 mosaic (fusecli.outputs.to_mosaic16) {mosaic:.3f} s, the preview {preview:.3f} s"
+            f"  of the DNG: the uint16 mosaic (fusecli.outputs.to_mosaic) {mosaic:.3f} s, the preview {preview:.3f} s"
         )
         folder = common.write_tiff_stacks(Path(tmp) / "t", 1, a.rgb_megapixels)[0][0].parent
         print(f"\n{a.rgb_megapixels:g} MP 16-bit sRGB TIFF stack (bench_enfuse.py's), the same; 3 runs")

@@ -191,10 +191,11 @@ def develop_half(planes: np.ndarray, camera: CameraInfo, clip: bool = True) -> n
 
 
 def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:
-    """A small sRGB picture of packed planes (4, h, w) [0, 1] for the DNG's preview -> (h', w', 3)
-    uint8, longest side at most ``side``, stored unrotated (the DNG's orientation tag applies to it).
-    The planes are shrunk before they are developed, which is cheaper and differs only where
-    averaging and clipping do not commute, in clipped highlights."""
+    """A small sRGB picture of packed planes (4, h, w) [0, 1] (scene-linear ones above 1 too: they
+    clip at white) for the DNG's preview -> (h', w', 3) uint8, longest side at most ``side``, stored
+    unrotated (the DNG's orientation tag applies to it). The planes are shrunk before they are
+    developed, which is cheaper and differs only where averaging and clipping do not commute, in
+    clipped highlights."""
     _, h, w = planes.shape
     scale = min(1.0, side / max(h, w))
     if scale < 1:

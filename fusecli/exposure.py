@@ -165,9 +165,10 @@ ESTIMATE_BANDS = ((0.02, 0.9, 1000), (0.004, 0.97, 200), (0.002, 0.985, 50))
 ASSUMED_STEP = 0.25  # 2 EV: the most common bracket step, used when nothing else tells
 
 
-def _pair_steps(frames: np.ndarray, samples: int) -> list[float | None]:
+def _pair_steps(frames: np.ndarray, samples: int, bands=ESTIMATE_BANDS, share: float = 0.0) -> list[float | None]:
     """For each pair of neighbours (brightest first), darker / brighter as the pixels show it, or
-    None where no band of :data:`ESTIMATE_BANDS` has enough samples; ``samples`` per frame at most."""
+    None where no band of ``bands`` has enough samples (its count, and ``share`` of the samples);
+    ``samples`` per frame at most."""
     k = frames.shape[0]
     step = max(1, int(math.sqrt(frames[0].size / samples)))
     sample = frames[:, :, ::step, ::step].reshape(k, -1)
@@ -175,9 +176,9 @@ def _pair_steps(frames: np.ndarray, samples: int) -> list[float | None]:
     for i in range(k - 1):
         bright, dark = sample[i], sample[i + 1]
         found = None
-        for low, high, least in ESTIMATE_BANDS:
+        for low, high, least in bands:
             ok = (bright < high) & (bright > low) & (dark > low)
-            if int(ok.sum()) >= least:
+            if int(ok.sum()) >= max(least, share * bright.size):
                 found = float(np.median(dark[ok] / bright[ok]))
                 break
         steps.append(found)
@@ -187,9 +188,12 @@ def _pair_steps(frames: np.ndarray, samples: int) -> list[float | None]:
 def disagreement(frames: np.ndarray, ratios: Sequence[float], samples: int = 250_000) -> float:
     """How far ``ratios`` (from metadata) are from what the pixels show: the largest difference in
     stops between a pair of neighbours' step and the pixels' (pairs the pixels cannot measure left
-    out; 0 when none can be). frames (K, C, H, W) [0, 1] in the order of ``ratios``."""
+    out; 0 when none can be). Only pairs with a twentieth of their pixels well exposed in both
+    measure here (the first band of :data:`ESTIMATE_BANDS`): overruling metadata takes more than a
+    nearly black frame's noise floor or a few lamps. frames (K, C, H, W) [0, 1] in the order of
+    ``ratios``."""
     off = 0.0
-    for i, step in enumerate(_pair_steps(frames, samples)):
+    for i, step in enumerate(_pair_steps(frames, samples, ESTIMATE_BANDS[:1], share=0.05)):
         if step is not None and step > 0 and ratios[i] > 0 and ratios[i + 1] > 0:
             off = max(off, abs(math.log2((ratios[i + 1] / ratios[i]) / step)))
     return off

@@ -26,7 +26,7 @@ from fusecli.io.common import FrameInfo, atomic_path
 from fusecli.io.dng import write_dng
 from fusecli.io.exr import write_exr
 from fusecli.io.metadata import Capture, append_sub_ifds, exr_attributes, pillow_exif, read_capture, tiff_tags
-from fusecli.io.raw import BAND_ROWS, cfa_offsets, unpack_bayer
+from fusecli.io.raw import BAND_ROWS, cfa_offsets
 from fusecli.stack import Stack
 
 RAW_FORMATS = values(OutputFormat)
@@ -62,9 +62,10 @@ def needs(source: StackSource, options: OutputOptions) -> tuple[bool, bool]:
     EXR from the merge, which also gives RAW pictures their colour."""
     formats = formats_for(source, options)
     dng = "dng" in formats
-    network = any(f in PICTURES for f in formats) or options.save_weights or (dng and options.dng == "fused")
+    pictures = any(f in PICTURES for f in formats)
+    network = pictures or options.save_weights or (dng and options.dng == "fused")
     raw = source.kind == "raw"
-    merge = "exr" in formats or (raw and ((dng and options.dng == "linear") or network))
+    merge = "exr" in formats or (raw and ((dng and options.dng == "linear") or pictures))
     return network, merge
 
 
@@ -103,21 +104,24 @@ def output_paths(source: StackSource, out_dir: Path, options: OutputOptions) -> 
     return paths
 
 
-def to_mosaic16(planes: np.ndarray, cfa: str) -> np.ndarray:
-    """Packed planes (4, h, w) [0, 1] -> (2h, 2w) uint16 Bayer mosaic (white 65535), in bands of
+def to_mosaic(planes: np.ndarray, cfa: str, dtype: type = np.uint16, scale: float = 1.0) -> np.ndarray:
+    """Packed planes (4, h, w) -> (2h, 2w) Bayer mosaic: uint16 of ``planes`` x ``scale`` in [0, 1]
+    (white 65535, rounded), or float16 of it clipped to [0, 1]; in bands of
     :data:`fusecli.io.raw.BAND_ROWS` rows, every plane's rows into one band of the mosaic: the scaled
-    and rounded rows stay in the caches, and no full-size float copy of the mosaic is made."""
+    rows stay in the caches, and no full-size float copy of the mosaic is made."""
     _, h, w = planes.shape
-    mosaic = np.empty((2 * h, 2 * w), np.uint16)
+    mosaic = np.empty((2 * h, 2 * w), dtype)
     scratch = np.empty((BAND_ROWS, w), np.float32)
+    top = 65535.0 if dtype == np.uint16 else 1.0
     sites = cfa_offsets(cfa)
     for y in range(0, h, BAND_ROWS):
         n = min(BAND_ROWS, h - y)
         band, rows = mosaic[2 * y : 2 * (y + n)], scratch[:n]
         for plane, (dy, dx) in zip(planes, sites):
-            np.multiply(plane[y : y + n], np.float32(65535), out=rows)
-            np.rint(rows, out=rows)
-            np.clip(rows, 0, 65535, out=rows)
+            np.multiply(plane[y : y + n], np.float32(top * scale), out=rows)
+            if dtype == np.uint16:
+                np.rint(rows, out=rows)
+            np.clip(rows, 0, top, out=rows)
             band[dy::2, dx::2] = rows
     return mosaic
 
@@ -213,7 +217,7 @@ def write_outputs(
             continue
         if fmt == "dng":
             camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=65535.0)
-            mosaic = to_mosaic16(fused, camera.cfa)
+            mosaic = to_mosaic(fused, camera.cfa)
             preview = dng_preview(fused, stack.camera)
             write_dng(path, mosaic, camera, capture, software=software, description=description, preview=preview)
             continue
@@ -239,11 +243,11 @@ def _write_linear_dng(
     one those units stand for)."""
     values, used = merged
     darkest = float(used[-1])
-    mosaic = unpack_bayer(np.minimum(values * np.float32(darkest), 1.0), stack.camera.cfa).astype(np.float16)
+    mosaic = to_mosaic(values, stack.camera.cfa, np.float16, scale=darkest)
     camera = dataclasses.replace(stack.camera, black_level=(0.0,) * 4, white_level=1.0)
     if stack.infos[-1].exposure_time:
         capture = capture.with_exposure_time(stack.infos[-1].exposure_time)
-    preview = dng_preview(np.minimum(values, 1.0), stack.camera)
+    preview = dng_preview(values, stack.camera)
     write_dng(
         path,
         mosaic,

@@ -14,7 +14,7 @@ from fusecli.cli import app
 from fusecli.io.dng import Tag, write_dng
 from fusecli.io.metadata import Capture
 from fusecli.io.raw import BAND_ROWS, cfa_offsets, read_camera
-from fusecli.outputs import to_mosaic16
+from fusecli.outputs import to_mosaic
 
 runner = CliRunner()
 
@@ -214,10 +214,18 @@ def test_fused_planes_become_a_16_bit_mosaic_site_by_site(cfa):
     planes = np.random.default_rng(3).uniform(-0.1, 1.1, (4, 37, 5)).astype(np.float32)
     planes[0, 36, 4] = 0.5  # 32767.5 rounds half to even: 32768
     planes[3, 0, 0] = 1 / 65535  # one code
-    mosaic = to_mosaic16(planes, cfa)
+    mosaic = to_mosaic(planes, cfa)
     assert mosaic.shape == (74, 10) and mosaic.dtype == np.uint16
     (ry, rx), (by, bx) = cfa_offsets(cfa)[0], cfa_offsets(cfa)[3]
     assert mosaic[72 + ry, 8 + rx] == 32768 and mosaic[by, bx] == 1
     for plane, (dy, dx) in zip(planes, cfa_offsets(cfa)):
         expected = np.clip(np.rint(plane * np.float32(65535)), 0, 65535)  # float32, as fuse's planes are
         assert np.array_equal(mosaic[dy::2, dx::2], expected)
+
+
+def test_scene_linear_planes_become_a_half_float_mosaic_in_the_darkest_frames_units():
+    planes = np.random.default_rng(4).uniform(0, 20, (4, 37, 5)).astype(np.float32)  # up to 20x white
+    mosaic = to_mosaic(planes, "GRBG", np.float16, scale=1 / 16)
+    assert mosaic.dtype == np.float16 and mosaic.max() == 1.0  # above the darkest frame's white: clipped
+    for plane, (dy, dx) in zip(planes, cfa_offsets("GRBG")):
+        assert np.array_equal(mosaic[dy::2, dx::2], np.clip(plane * np.float32(1 / 16), 0, 1).astype(np.float16))

@@ -201,6 +201,18 @@ def test_exif_exposures_four_stops_off_the_pixels_are_replaced_by_the_estimate(t
     assert any("disagree with the pixels by 4.0 EV" in n for n in stack.notes)
 
 
+def test_listed_exposures_stand_where_only_nearly_black_frames_disagree(tmp_path):
+    """Ten frames 3 stops apart: the darkest are black but for noise and a few lamps, which say
+    nothing of their exposure; the list beside them stands (bench_eval's stacks)."""
+    from fusecli.stack import load_stack
+    from fusecli.synth import DisplayConfig, synthesise
+
+    written = synthesise([], tmp_path, procedural=4, display=DisplayConfig(size=768, frames=10), seed=0)
+    for folder in written:
+        stack = load_stack(discover([folder])[0])
+        assert stack.ratio_source == "sidecar", (folder.name, stack.notes)
+
+
 # --- folders -------------------------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ def test_each_value_comes_from_the_frames_that_hold_it_weighted_by_exposure():
 
 def test_the_pixels_measure_the_exposure_steps_the_metadata_rounds():
     rng = np.random.default_rng(0)
-    scene = rng.uniform(0.05, 3.0, (1, 64, 64)).astype(np.float32)
+    scene = rng.uniform(0.05, 3.0, (1, 256, 256)).astype(np.float32)
     true = [1.0, 0.26, 0.0625 * 1.08]  # shutters a few per cent off their nominal stops
     frames = np.stack([np.minimum(scene * r, 1.0) for r in true])
     merged, used = merge_linear(frames, [1.0, 0.25, 0.0625])
@@ -228,7 +228,7 @@ def test_rawtherapee_pulled_down_3_ev_shows_what_the_darkest_frame_shows(real, t
 def test_raw_pictures_take_their_colour_from_the_merge_as_raw_developers_do(real, tmp_path):
     """The chart's neutral patches in the fused TIFF have the colour the camera data gives them
     (the darkest frame developed alone), at any brightness: the network's per-channel tone curve
-    made the bright ones cream before."""
+    alone would make the bright ones cream."""
     from fusecli.develop import render_raw
     from fusecli.io.raw import read_raw
 

@@ -132,10 +132,15 @@ def write_dng(
     if baseline_exposure is not None:
         tags.append((Tag.BASELINE_EXPOSURE, "2i", 1, _rational(baseline_exposure, 10_000), True))
     # floating point: 256x256 tiles, deflate after the predictor that differences every second
-    # sample (the same CFA colour), as HDRMerge and the DNG SDK write them
-    layout = (
-        {"compression": "adobe_deflate", "predictor": 34894, "tile": (256, 256), "maxworkers": 2} if floating else {}
-    )
+    # sample (the same CFA colour), as HDRMerge and the DNG SDK write them; level 3 compresses as
+    # fast as level 1, within 1 % of level 6's size
+    layout = {
+        "compression": "adobe_deflate",
+        "compressionargs": {"level": 3},
+        "predictor": 34894,
+        "tile": (256, 256),
+        "maxworkers": 2,
+    }
     tags = [(int(t[0]), *t[1:]) for t in sorted(tags, key=lambda t: int(t[0]))]
     when = capture.timestamp
     path = Path(path)
