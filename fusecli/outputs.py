@@ -288,9 +288,18 @@ def _picture(
         space = stack.space or icc.srgb()
         if linear and not space.linear:
             space = space.with_curve(icc.LINEAR, f"{space.name} (linear)")
-        rgb = np.moveaxis(fused if space.linear else space.from_linear(fused), 0, -1)
+        rgb = np.moveaxis(fused if space.linear else _encoded(fused, space), 0, -1)
     profile = space.icc or icc.profile(space)
     return rgb, dataclasses.replace(tagging, icc=profile, colour_space=1 if space.is_srgb else 0xFFFF)
+
+
+def _encoded(chw: np.ndarray, space: icc.ColourSpace) -> np.ndarray:
+    """(C, H, W) linear [0, 1] through ``space``'s curve, in bands of rows (a band's temporaries, not
+    the image's) -> a new (C, H, W) float32 array."""
+    out = np.empty(chw.shape, np.float32)
+    for y in range(0, chw.shape[1], 256):
+        out[:, y : y + 256] = space.from_linear(chw[:, y : y + 256])
+    return out
 
 
 def capture_of(info: FrameInfo) -> Capture:

@@ -61,13 +61,18 @@ class Curve:
     def from_linear(self, y: np.ndarray) -> np.ndarray:
         """Linear light (any shape, [0, 1]) -> encoded values [0, 1], float32 (the curve inverted by
         interpolation over 65 536 samples: finer than a 16-bit output's steps)."""
-        y = np.clip(np.asarray(y, np.float32), 0.0, 1.0)
+        y = np.array(np.clip(np.asarray(y, np.float32), 0.0, 1.0), np.float32)  # an array, even of one value
         if self.kind == "gamma":
             return np.power(y, np.float32(1.0 / self.params[0]))
-        if self.kind == "para" and self.params[0] == 3:  # sRGB's form: inverted in closed form
+        if self.kind == "para" and self.params[0] == 3:  # sRGB's form: inverted in closed form, in place
             _, g, a, b, c, d = self.params
-            curved = (np.power(y, np.float32(1.0 / g)) - np.float32(b)) / np.float32(a)
-            return np.clip(np.where(y >= c * d, curved, y / np.float32(c)), 0.0, 1.0).astype(np.float32)
+            low = y < np.float32(c * d)
+            linear_part = y[low] / np.float32(c)
+            np.power(y, np.float32(1.0 / g), out=y)
+            y -= np.float32(b)
+            y /= np.float32(a)
+            y[low] = linear_part
+            return np.clip(y, 0.0, 1.0, out=y)
         table_y, table_x = self._inverse
         return np.interp(y, table_y, table_x).astype(np.float32)
 
