@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 #: The results README.md's headline table shows, in this order (bench/README.md shows every one).
-FRONT = ("real_brackets", "mertens", "enfuse", "folder", "fuse_24mp_3f_align-translation", "eval")
+FRONT = ("real_brackets", "raw_range", "mertens", "enfuse", "folder", "fuse_24mp_3f_align-translation", "eval")
 
 
 def load() -> dict[str, dict]:
