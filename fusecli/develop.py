@@ -161,9 +161,14 @@ def develop_scene(planes: np.ndarray, camera: CameraInfo) -> np.ndarray:
     """Scene-linear packed planes (4, h, w) >= 0 -> (2h, 2w, 3) float32 linear sRGB (Rec. 709
     primaries, D65) >= 0, upright: demosaiced in floating point, white balanced, the camera matrix;
     nothing clipped above (what the EXR holds)."""
-    rgb = demosaic_linear(planes, camera.cfa) * np.asarray(camera.white_balance, np.float32)
-    out = rgb @ camera_to_srgb(camera.color_matrix).T
-    return orient(np.maximum(out, 0, out=out), camera.orientation)
+    return orient(_balance_scene(demosaic_linear(planes, camera.cfa), camera), camera.orientation)
+
+
+def _balance_scene(rgb: np.ndarray, camera: CameraInfo) -> np.ndarray:
+    """Scene-linear camera RGB (..., 3) >= 0 -> linear sRGB (..., 3) >= 0: :func:`balance` without
+    clipping above (white balance, then the camera matrix)."""
+    out = (rgb * np.asarray(camera.white_balance, np.float32)) @ camera_to_srgb(camera.color_matrix).T
+    return np.maximum(out, 0, out=out)
 
 
 def display(chw: np.ndarray, stack: Stack) -> np.ndarray:
@@ -184,10 +189,7 @@ def develop_half(planes: np.ndarray, camera: CameraInfo, clip: bool = True) -> n
     of the greens, B: no demosaic), unrotated: for previews and contact sheets. ``clip=False``:
     scene-linear planes, any range >= 0, developed without clipping."""
     rgb = np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1)
-    if clip:
-        return develop(rgb, camera)
-    out = (rgb * np.asarray(camera.white_balance, np.float32)) @ camera_to_srgb(camera.color_matrix).T
-    return np.maximum(out, 0, out=out)
+    return develop(rgb, camera) if clip else _balance_scene(rgb, camera)
 
 
 def dng_preview(planes: np.ndarray, camera: CameraInfo, side: int = 1024) -> np.ndarray:

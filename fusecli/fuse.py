@@ -163,6 +163,7 @@ def fuse_sources(
         if result is None:
             todo[source.name] = output_paths(source, out_dir, output_options)
             continue
+        result.notes = list(source.notes)
         _report(result, results, on_result, inputs)
     if dry_run or not todo:
         return results
@@ -261,13 +262,6 @@ def _write(
 def _plan(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
     """The result of a stack that needs no fusing (a single shot, failed, planned or skipped), or
     None: fuse it."""
-    result = _plan_of(source, out_dir, options, dry_run)
-    if result is not None:
-        result.notes = list(source.notes)
-    return result
-
-
-def _plan_of(source: StackSource, out_dir: Path, options: OutputOptions, dry_run: bool) -> Result | None:
     if source.single:
         return Result(source.name, "single", reason=source.notes[-1] if source.notes else "a single shot")
     if source.error is not None:

@@ -75,7 +75,9 @@ def measured_ratios(frames: np.ndarray, ratios: Sequence[float], bad: Sequence[n
     fewer than 1000 pixels qualify, or the measure is more than :data:`RATIO_TRUST` off the given
     step, the given step. Shutters and apertures are off their nominal stops by a few per cent, which
     a merge would show as a step at every transition. Measured on every :data:`SAMPLE`-th row and
-    column."""
+    column. Pixels are chosen by the brighter frame alone: also asking the darker one to clear a
+    floor (as :func:`fusecli.exposure.estimate_ratios` does, where only the order matters) keeps
+    its noise's upward draws and biases the ratio (0.02 EV on the synthesised 6-stop brackets)."""
     out = [1.0]
     grid = (slice(None, None, SAMPLE), slice(None, None, SAMPLE))
     for k in range(1, len(frames)):

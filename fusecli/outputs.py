@@ -146,21 +146,14 @@ def write_picture(path: Path, rgb: np.ndarray, ext: str, tagging: Tagging | None
         if ext == ".tif":
             data = _quantise(rgb, np.uint16)
             photometric = "rgb" if data.shape[-1] == 3 else "minisblack"
-            if tagging is None:
-                tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None)
-                return
-            extra = sorted(tiff_tags(tagging.capture, software=tagging.software, description=tagging.description))
-            tifffile.imwrite(
-                tmp,
-                data.squeeze(),
-                photometric=photometric,
-                metadata=None,
-                iccprofile=tagging.icc,
-                extratags=extra,
-                datetime=tagging.capture.timestamp,
-                software=False,
-            )
-            append_sub_ifds(tmp, tagging.capture, tagging.colour_space)
+            tags: dict = {}
+            if tagging is not None:
+                capture = tagging.capture
+                extra = sorted(tiff_tags(capture, software=tagging.software, description=tagging.description))
+                tags = {"iccprofile": tagging.icc, "extratags": extra, "datetime": capture.timestamp, "software": False}
+            tifffile.imwrite(tmp, data.squeeze(), photometric=photometric, metadata=None, **tags)
+            if tagging is not None:
+                append_sub_ifds(tmp, tagging.capture, tagging.colour_space)
             return
         data = rgb if rgb.dtype == np.uint8 else _quantise(rgb, np.uint8)
         picture = Image.fromarray(data.squeeze(-1) if data.shape[-1] == 1 else data)

@@ -40,6 +40,12 @@ def child_env(**extra: str) -> dict:
     )
 
 
+def tiny_train(steps: int) -> list[str]:
+    """``fusecli train`` options for a network that trains in seconds on the samples."""
+    small = ["data.crop=32", "model.width=8", "model.depth=2"]
+    return ["--steps", str(steps), "--batch-size", "2", *(a for s in small for a in ("--set", s))]
+
+
 def camera(
     cfa: str = "RGGB", black=(512.0, 520.0, 530.0, 540.0), white: float = 4095.0, model: str = "test"
 ) -> CameraInfo:

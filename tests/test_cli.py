@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, smooth_scene, write_bracket_files
+from conftest import ROOT, smooth_scene, tiny_train, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli import __version__
@@ -213,7 +213,7 @@ def test_synth_and_train_print_json_when_asked(tmp_path):
     r = runner.invoke(app, ["synth", "--procedural", "1", "--size", "64x48", "-o", str(tmp_path / "s"), "--json"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout) == {"schema": 1, "stacks": [str(tmp_path / "s" / "procedural_001")]}
-    tiny = ["--steps", "1", "--batch-size", "2", "--set", "data.crop=32", "--set", "model.width=8"]
+    tiny = tiny_train(1)
     r = runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(tmp_path / "run"), *tiny, "--json"])
     assert r.exit_code == 0, r.stderr
     document = json.loads(r.stdout)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import ROOT, camera, child_env, smooth_scene, write_bracket_files
+from conftest import ROOT, camera, child_env, smooth_scene, tiny_train, write_bracket_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -312,18 +312,7 @@ def test_train_export_into_an_unwritable_folder_fails_before_training(tmp_path):
 
 def test_a_partial_last_log_line_does_not_break_resume_and_export(tmp_path):
     run = tmp_path / "run"
-    tiny = [
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--set",
-        "data.crop=32",
-        "--set",
-        "model.width=8",
-        "--set",
-        "model.depth=2",
-    ]
+    tiny = tiny_train(2)
     assert runner.invoke(app, ["train", str(SAMPLES), "--run-dir", str(run), *tiny]).exit_code == 0
     with open(run / "log.jsonl", "a") as log:
         log.write('{"step": 3, "tot')  # a run killed while writing its log

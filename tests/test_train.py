@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, child_env, smooth_scene, write_bracket_files
+from conftest import ROOT, child_env, smooth_scene, tiny_train, write_bracket_files
 from typer.testing import CliRunner
 
 from fusecli.cli import app
@@ -20,22 +20,7 @@ from fusecli.train import TrainConfig, apply_overrides, train
 
 SAMPLES = ROOT / "samples"
 runner = CliRunner()
-TINY = [
-    "--steps",
-    "12",
-    "--batch-size",
-    "2",
-    "--set",
-    "data.crop=32",
-    "--set",
-    "model.width=8",
-    "--set",
-    "model.depth=2",
-    "--set",
-    "val_every=1000",
-    "--set",
-    "ckpt_every=1",
-]
+TINY = [*tiny_train(12), "--set", "val_every=1000", "--set", "ckpt_every=1"]
 
 
 def _tiny_config(**kw) -> TrainConfig:
