@@ -3,13 +3,16 @@
     python bench/look_sweep.py [--brackets ../shared/data/brackets]
 
 Every bracket is opened once (default alignment) and fused by the bundled model under each variant
-of what sets the look: the pyramid's depth (its coarsest level about 8 px, as fusecli blends, down to
-1 px, as OpenCV's MergeMertens does), the strength of the learned correction for camera-JPEG stacks
-(the sidecar's display_correction), and the exponent of exposure fusion's contrast measure. Each is
-scored as bench/real_brackets.py scores (MEF-SSIM of the display-referred luma at 1024 px, global
-contrast at 256 px, wins over OpenCV's MergeMertens), on the tuning half and the held-out half of
-real_brackets.split. A deeper pyramid keeps the scene's global contrast and loses MEF-SSIM, which
-rewards local structure: the trade the issue on the fusion's look is about.
+of what sets the look: the structural blend (blend.structure_blend) or the plain pyramid blend, the
+depth of the tone's pyramid (its coarsest level about 8 px down to 1 px, as OpenCV's MergeMertens
+blends), the strength of the learned correction for camera-JPEG stacks (the sidecar's
+display_correction), and the power of the structure weights. Each is scored as
+bench/real_brackets.py scores (MEF-SSIM of the display-referred luma at 1024 px, global contrast at
+256 px, wins over OpenCV's MergeMertens), on the tuning half and the held-out half of
+real_brackets.split. A deeper tone keeps the scene's global contrast and costs MEF-SSIM where it
+pushes detail into black or white; the plain blend loses contrast wherever the frames' patches differ
+in it. The shipped settings are those with the best MEF-SSIM on the tuning half among the ones whose
+global contrast there is at least Mertens's.
 
 Results: bench/results/look_sweep.json.
 """
@@ -33,29 +36,32 @@ from fusecli.fuse import fuse_stack
 from fusecli.model import load_model
 from fusecli.stack import StackOptions, open_stack
 
-#: (name, pyramid's smallest side, display_correction, contrast exponent)
+#: (name, the tone pyramid's smallest side, display_correction, structure power or None for the
+#: plain pyramid blend)
 VARIANTS = [
-    ("as shipped", 8, None, 1.0),
-    ("no correction", 8, 0.0, 1.0),
-    ("full correction", 8, 1.0, 1.0),
-    ("pyramid to 4 px", 4, None, 1.0),
-    ("pyramid to 2 px", 2, None, 1.0),
-    ("pyramid to 1 px", 1, None, 1.0),
-    ("contrast^2", 8, None, 2.0),
+    ("as shipped", blend.TONE_SMALLEST, None, blend.STRUCTURE_POWER),
+    ("plain blend, 8 px", 8, None, None),
+    ("plain blend, 2 px", 2, None, None),
+    ("tone to 8 px", 8, None, blend.STRUCTURE_POWER),
+    ("tone to 4 px", 4, None, blend.STRUCTURE_POWER),
+    ("tone to 1 px", 1, None, blend.STRUCTURE_POWER),
+    ("no correction", blend.TONE_SMALLEST, 0.0, blend.STRUCTURE_POWER),
+    ("full correction", blend.TONE_SMALLEST, 1.0, blend.STRUCTURE_POWER),
+    ("structure power 4", blend.TONE_SMALLEST, None, 4.0),
 ]
 
 
-def _log_weight(exponent: float):
-    """exposure fusion's log weight with the contrast measure raised to ``exponent``."""
+def _blend(smallest: int, power: float | None):
+    """The fusion's blend with the tone's pyramid down to ``smallest`` px and structure weights to
+    ``power`` (None: the plain pyramid blend to that depth)."""
 
-    def log_weight(encoded: torch.Tensor) -> torch.Tensor:
-        contrast, saturation, exposed = blend._measures(encoded)
-        out = exponent * (contrast + blend._EPS).log() + exposed
-        if saturation is not None:
-            out = out + (saturation + blend._EPS).log()
-        return out[:, :, None]
+    def blend_fn(frames: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        levels = blend.pyramid_levels(*frames.shape[-2:], smallest)
+        if power is None:
+            return blend.pyramid_blend(frames, weights, levels)
+        return blend.structure_blend(frames, weights, power=power, levels=levels)
 
-    return log_weight
+    return blend_fn
 
 
 def main() -> None:
@@ -69,20 +75,19 @@ def main() -> None:
     scorers = {n: mef_scorer(np.stack(f)) for n, f in shown.items()}
     mertens = {n: mertens_display(np.stack(f)) for n, f in shown.items()}
     base = {n: (mef_ssim_display(scorers[n], m), contrast_display(m)) for n, m in mertens.items()}
-    levels, log_weight = blend.pyramid_levels, fusion_model.exposure_log_weight
+    shipped = fusion_model.structure_blend
     halves = split(shown)
     rows = {}
-    for name, smallest, correction, exponent in VARIANTS:
+    for name, smallest, correction, power in VARIANTS:
         model = load_model()[0]
         if correction is not None:
             model.config = dataclasses.replace(model.config, display_correction=correction)
-        blend.pyramid_levels = lambda h, w, s=smallest: levels(h, w, s)
-        fusion_model.exposure_log_weight = _log_weight(exponent) if exponent != 1.0 else log_weight
+        fusion_model.structure_blend = _blend(smallest, power)
         scores = {}
         for stack in stacks:
             fused = display(fuse_stack(model, stack, torch.device("cpu"))[0], stack)
             scores[stack.name] = (mef_ssim_display(scorers[stack.name], fused), contrast_display(fused))
-        blend.pyramid_levels, fusion_model.exposure_log_weight = levels, log_weight
+        fusion_model.structure_blend = shipped
         rows[name] = {}
         for part, names in halves.items():
             rows[name][part] = {

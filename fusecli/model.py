@@ -28,11 +28,11 @@ from fusecli import __version__, config
 from fusecli.blend import (
     area_down,
     exposure_log_weight,
-    pyramid_blend,
     quality_measures,
     reconstruct_highlights,
     srgb_decode,
     srgb_encode,
+    structure_blend,
 )
 from fusecli.errors import FuseError
 
@@ -177,8 +177,9 @@ class FuseNet(nn.Module):
        also sees the mean over frames of the previous layer (DeepSets-style context). The last
        layers start at zero, so an untrained network is exposure fusion. When fusing (eval mode),
        display-referred stacks get ``config.display_correction`` of it.
-    4. The display-encoded frames are blended across a Laplacian pyramid with the softmax of the
-       corrected log weights, and decoded back to linear.
+    4. The display-encoded frames are blended with the softmax of the corrected log weights: the
+       tone across a Laplacian pyramid, each patch's structure at the strongest contrast the frames
+       hold there (:func:`fusecli.blend.structure_blend`); then decoded back to linear.
     5. Above the blend size, the detail the blend size cannot hold (each frame minus its
        downsampled self) is added at full resolution with the smooth per-frame weights (in bands
        of rows); the weights returned there are per frame (B, K, 1, H, W).
@@ -318,7 +319,7 @@ class FuseNet(nn.Module):
         prior = exposure_log_weight(encoded) - clip_penalty(encoded)  # (B, K, 1, hb, wb)
         weights = torch.softmax(prior + delta, dim=1)
         del prior, delta
-        return srgb_decode(pyramid_blend(encoded, weights)), weights
+        return srgb_decode(structure_blend(encoded, weights)), weights
 
     @staticmethod
     def _detail_maps(x_b, base, weights, keep_weights):

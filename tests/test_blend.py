@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fusecli.blend import (
+    box_mean,
     collapse,
     laplacian_pyramid,
     pyramid_blend,
@@ -13,6 +14,7 @@ from fusecli.blend import (
     reconstruct_highlights,
     srgb_decode,
     srgb_encode,
+    structure_blend,
 )
 from fusecli.develop import linear_to_srgb
 
@@ -58,6 +60,51 @@ def test_an_edge_inside_one_frames_region_stays_sharp():
     weights[:, 1, :, :, 80:] = 1.0
     row = pyramid_blend(frames, weights)[0, 0, h // 2]
     assert row[40] - row[39] > 0.45  # most of the 0.6 edge in one pixel
+
+
+def test_box_mean_by_hand():
+    x = torch.zeros(1, 1, 3, 4, dtype=torch.float64)
+    x[0, 0, 1, 2] = 9.0
+    y = box_mean(x, 1)
+    assert y[0, 0, 1, 1] == pytest.approx(1.0) and y[0, 0, 2, 3] == pytest.approx(1.0)
+    assert y[0, 0, 1, 0] == 0.0
+    x = torch.zeros(1, 1, 3, 4, dtype=torch.float64)
+    x[0, 0, 0, 0] = 9.0  # a corner: edges replicated, its window holds it 2 x 2 times
+    assert box_mean(x, 1)[0, 0, 0, 0] == pytest.approx(4.0)
+
+
+def test_structure_blend_of_identical_frames_is_that_frame():
+    x = torch.rand(1, 1, 3, 40, 50, dtype=torch.float64).expand(1, 3, 3, 40, 50).contiguous()
+    w = torch.softmax(torch.randn(1, 3, 1, 40, 50, dtype=torch.float64), dim=1)
+    assert torch.allclose(structure_blend(x, w), x[:, 0], atol=1e-12)
+
+
+def _checker(h: int, w: int, amplitude: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return 0.5 + amplitude * (((yy // 2 + xx // 2) % 2) * 2 - 1).double()
+
+
+def test_structure_blend_keeps_the_strongest_contrast():
+    """A clipped (flat white) frame and a textured one (0.5 +- 0.1), weighted half and half: the pyramid
+    blend halves the texture (std 0.05); the structural blend keeps it whole (std 0.1) on the same
+    tone (mean 0.75)."""
+    h, w = 40, 56
+    frames = torch.stack([torch.ones(3, h, w, dtype=torch.float64), _checker(h, w, 0.1).expand(3, h, w)])[None]
+    weights = torch.full((1, 2, 1, h, w), 0.5, dtype=torch.float64)
+    inner = (0, 0, slice(10, 30), slice(10, 46))
+    plain, kept = pyramid_blend(frames, weights)[inner], structure_blend(frames, weights)[inner]
+    assert plain.std() == pytest.approx(0.05, rel=0.02) and kept.std() == pytest.approx(0.1, rel=0.02)
+    assert plain.mean() == pytest.approx(0.75, abs=1e-3) and kept.mean() == pytest.approx(0.75, abs=1e-3)
+
+
+def test_structure_blend_of_two_textures_takes_the_stronger():
+    """Two frames with the same texture at 0.02 and 0.08: the result carries it at 0.08 whatever the
+    weights say, as MEF-SSIM's desired patch does."""
+    h, w = 40, 56
+    frames = torch.stack([_checker(h, w, 0.02).expand(3, h, w), _checker(h, w, 0.08).expand(3, h, w)])[None]
+    weights = torch.tensor([0.9, 0.1], dtype=torch.float64).view(1, 2, 1, 1, 1).expand(1, 2, 1, h, w)
+    kept = structure_blend(frames, weights)[0, 0, 10:30, 10:46]
+    assert kept.std() == pytest.approx(0.08, rel=0.02) and kept.mean() == pytest.approx(0.5, abs=1e-3)
 
 
 def test_quality_measures_by_hand():

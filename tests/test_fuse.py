@@ -223,11 +223,13 @@ def test_real_8bit_stack_fuses_sensibly(real, tmp_path):
     assert fused.shape == (426, 640, 3)
     # frames are linear; the TIFF is encoded with the input's own profile (dcraw's gamma 495/256 here)
     encoded = lambda x: np.moveaxis(stack.space.from_linear(x), 0, -1)  # noqa: E731
-    ref, darkest = encoded(stack.frames[0]), encoded(stack.frames[-1])
+    ref, normal, darkest = (encoded(f) for f in stack.frames)
     highlights = ref.max(axis=-1) >= 0.99
     shadows = ref.max(axis=-1) < 0.3
     assert fused[highlights].mean() > darkest[highlights].mean() and fused[highlights].mean() < 0.99
-    assert fused[shadows].mean() == pytest.approx(ref[shadows].mean(), rel=0.2)
+    # shadows (a chair, under a cabinet: 0.194 in the brightest frame, 0.030 in the normal one) are
+    # lifted to show their detail, and stay darker than the brightest frame made them
+    assert 2 * normal[shadows].mean() < fused[shadows].mean() < ref[shadows].mean()
 
 
 def test_banded_fusion_equals_whole_image_fusion(tmp_path):

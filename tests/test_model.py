@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT
 
-from fusecli.blend import pyramid_blend, quality_measures, reconstruct_highlights, srgb_decode, srgb_encode
+from fusecli.blend import quality_measures, reconstruct_highlights, srgb_decode, srgb_encode, structure_blend
 from fusecli.errors import FuseError
 from fusecli.model import (
     FuseNet,
@@ -46,10 +46,10 @@ def test_shapes_and_normalised_weights(k, c):
     fused, weights = model(frames, ratios)
     assert fused.shape == (2, c, 40, 56) and weights.shape == (2, k, 1, 40, 56)
     assert torch.all(weights >= 0) and torch.allclose(weights.sum(1), torch.ones(2, 1, 40, 56), atol=1e-5)
-    # the result is the pyramid blend of the display-encoded frames (clipped pixels given the darker
-    # frame's colour) with those weights, decoded
+    # the result is the structural blend of the display-encoded frames (clipped pixels given the
+    # darker frame's colour) with those weights, decoded
     encoded = srgb_encode(reconstruct_highlights(frames, ratios))
-    assert torch.allclose(fused, srgb_decode(pyramid_blend(encoded, weights)), atol=1e-6)
+    assert torch.allclose(fused, srgb_decode(structure_blend(encoded, weights)), atol=1e-6)
 
 
 @pytest.mark.parametrize("c", [1, 3, 4])
