@@ -125,8 +125,17 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return x
     k = 2 * radius + 1
-    y = F.avg_pool2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), (1, k), stride=1)
-    return F.avg_pool2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), (k, 1), stride=1)
+    h, w = x.shape[-2:]
+    # sums of shifted slices: on the CPU several times faster than avg_pool2d with a stride of 1
+    p = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    rows = p[..., :w].clone()
+    for i in range(1, k):
+        rows += p[..., i : i + w]
+    p = F.pad(rows, (0, 0, radius, radius), mode="replicate")
+    out = p[..., :h, :].clone()
+    for i in range(1, k):
+        out += p[..., i : i + h, :]
+    return out / (k * k)
 
 
 def structure_blend(
