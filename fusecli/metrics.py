@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as _msssim_ssim
 
+from fusecli.blend import separable_filter
+
 __all__ = ["psnr", "ssim", "mef_ssim", "PSNR_CAP_DB"]
 
 #: PSNR of a perfect prediction. Infinity is not valid JSON, so PSNR is capped here (documented).
@@ -84,20 +86,6 @@ def _windows(device, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     return box, g1 / g1.sum()
 
 
-def _filter(t: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Valid correlation of every map of ``t`` (B, M, H, W) with the separable window ``kernel``
-    (w,) x (w,) -> (B, M, H-w+1, W-w+1): a row pass then a column pass, as pytorch-msssim does.
-    The maps are the channels of one depthwise convolution in channels-last layout, far faster on the
-    CPU than a batch of one-channel convolutions."""
-    b, m, h, w = t.shape
-    k = kernel.shape[0]
-    x = t.reshape(1, b * m, h, w).contiguous(memory_format=torch.channels_last)
-    rows = kernel.view(1, 1, 1, k).expand(b * m, 1, 1, k).contiguous()
-    cols = kernel.view(1, 1, k, 1).expand(b * m, 1, k, 1).contiguous()
-    out = F.conv2d(F.conv2d(x, rows, groups=b * m), cols, groups=b * m)
-    return out.reshape(b, m, *out.shape[-2:])
-
-
 def _mef_reference(x: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> dict[str, torch.Tensor]:
     """What one scale of MEF-SSIM needs of the stack alone (the desired patch's statistics), so that
     several fused images are scored against one stack at the cost of one. x: (B, K, H, W) on the
@@ -110,15 +98,15 @@ def _mef_reference(x: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> d
     # scored 0.734 in float32 against 0.771 in float64; centred, within 1e-4).
     x = x - x.mean(dim=(-2, -1), keepdim=True)
 
-    mu = _filter(x, box)  # patch means (B, K, h, w)
-    var = (_filter(x * x, box) - mu * mu).clamp_min(0.0)
+    mu = separable_filter(x, box)  # patch means (B, K, h, w)
+    var = (separable_filter(x * x, box) - mu * mu).clamp_min(0.0)
     strength = torch.sqrt(n * var)  # ||x_k - mu_k|| over the patch
     ed = strength + 0.001
 
     # Structure consistency R of the patches decides how strongly the strongest patch dominates.
     s = x.sum(dim=1, keepdim=True)
-    mu_s = _filter(s, box)
-    var_s = (_filter(s * s, box) - mu_s * mu_s).clamp_min(0.0)
+    mu_s = separable_filter(s, box)
+    var_s = (separable_filter(s * s, box) - mu_s * mu_s).clamp_min(0.0)
     r = (torch.sqrt(n * var_s) + _MATLAB_EPS) / (strength.sum(dim=1, keepdim=True) + _MATLAB_EPS)
     r = torch.where(r > 1, torch.full_like(r, 1 - _MATLAB_EPS), r)
     r = torch.where(r < 0, torch.full_like(r, _MATLAB_EPS), r)
@@ -130,7 +118,7 @@ def _mef_reference(x: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> d
     weight = weight / weight.sum(dim=1, keepdim=True)
     a = weight / ed  # the desired patch is sum_k a_k (x_k - mu_k), rescaled to the largest strength
 
-    g_x = _filter(x, gauss)
+    g_x = separable_filter(x, gauss)
     # The desired patch's energy and its Gaussian-weighted second moment need the K x K products
     # x_i x_j filtered, weighted by a_i a_j: sum_ij a_i a_j box(x_i x_j) - (sum_i a_i mu_i)^2, and
     # sum_ij a_i a_j gauss(x_i x_j) - 2 (sum_i a_i mu_i)(sum_i a_i g_i) + (sum_i a_i mu_i)^2.
@@ -142,8 +130,8 @@ def _mef_reference(x: torch.Tensor, box: torch.Tensor, gauss: torch.Tensor) -> d
         prods = x[:, i : i + 1] * x[:, i:]  # (B, K - i, H, W)
         coef = a[:, i : i + 1] * a[:, i:]
         coef[:, 1:] *= 2.0
-        quad_box += (coef * _filter(prods, box)).sum(dim=1)
-        quad_gauss += (coef * _filter(prods, gauss)).sum(dim=1)
+        quad_box += (coef * separable_filter(prods, box)).sum(dim=1)
+        quad_gauss += (coef * separable_filter(prods, gauss)).sum(dim=1)
     norm2 = n * (quad_box - a_mu * a_mu)
     e_r2 = quad_gauss - 2.0 * a_mu * a_g + a_mu * a_mu
     norm = torch.sqrt(norm2.clamp_min(0.0))
@@ -159,7 +147,7 @@ def _mef_score(ref: dict[str, torch.Tensor], f: torch.Tensor, gauss: torch.Tenso
     f: (B, 1, H, W) on the [0, 255] scale -> (B,)."""
     c = (_MEF_K * 255.0) ** 2
     f = f - f.mean(dim=(-2, -1), keepdim=True)  # as the frames (see _mef_reference)
-    g = _filter(torch.cat([f, f * f, ref["x"] * f], dim=1), gauss)
+    g = separable_filter(torch.cat([f, f * f, ref["x"] * f], dim=1), gauss)
     g_f, g_ff, g_xf = g[:, 0], g[:, 1], g[:, 2:]
     sigma2_sq = g_ff - g_f * g_f
     sigma12 = ref["beta"] * (ref["a"] * (g_xf - ref["mu"] * g_f[:, None])).sum(dim=1) - ref["mu1"] * g_f

@@ -2,9 +2,7 @@
 fusion, scored as bench/real_brackets.py scores them (docs/evaluation.md)."""
 
 import numpy as np
-import pytest
 import torch
-from conftest import REAL
 
 from fusecli.baselines import mertens_display
 from fusecli.develop import display
@@ -14,15 +12,12 @@ from fusecli.fuse import fuse_stack
 from fusecli.model import load_model
 from fusecli.stack import StackOptions, open_stack
 
-BRACKET = REAL.parent / "brackets" / "katm10_design"  # MIT-licensed: a room against bright windows, 7 frames
 
-
-def test_a_backlit_interior_keeps_more_structure_than_mertens_and_its_contrast():
+def test_a_backlit_interior_keeps_more_structure_than_mertens_and_its_contrast(real):
     """katm10_design: MEF-SSIM at 1024 px 0.947 against Mertens's 0.928 (bench/results/real_brackets.json),
     global contrast 0.245 against 0.240: the windows' detail and the room's depth both kept."""
-    if not BRACKET.is_dir():
-        pytest.skip(f"real bracket {BRACKET} is absent (it lives in ../shared beside the checkout)")
-    stack = open_stack(discover([BRACKET])[0], StackOptions())
+    bracket = real("../brackets/katm10_design")  # MIT-licensed: a room against bright windows, 7 frames
+    stack = open_stack(discover([bracket])[0], StackOptions())
     frames = np.stack([display(f, stack) for f in stack.frames])
     fused = display(fuse_stack(load_model()[0], stack, torch.device("cpu"))[0], stack)
     mertens = mertens_display(frames)
