@@ -5,14 +5,15 @@
 Every bracket is opened once (default alignment) and fused by the bundled model under each variant
 of what sets the look: the structural blend (blend.structure_blend) or the plain pyramid blend, the
 depth of the tone's pyramid (its coarsest level about 8 px down to 1 px, as OpenCV's MergeMertens
-blends), the strength of the learned correction for camera-JPEG stacks (the sidecar's
-display_correction), and the power of the structure weights. Each is scored as
-bench/real_brackets.py scores (MEF-SSIM of the display-referred luma at 1024 px, global contrast at
-256 px, wins over OpenCV's MergeMertens), on the tuning half and the held-out half of
-real_brackets.split. A deeper tone keeps the scene's global contrast and costs MEF-SSIM where it
-pushes detail into black or white; the plain blend loses contrast wherever the frames' patches differ
-in it. The shipped settings are those with the best MEF-SSIM on the tuning half among the ones whose
-global contrast there is at least Mertens's.
+blends), the tone's headroom for detail near black and white and its smoothing, the strength of the
+learned correction for camera-JPEG stacks (the sidecar's display_correction), and the power of the
+structure weights. Each is scored as bench/real_brackets.py scores (MEF-SSIM of the
+display-referred luma at 1024 px, global contrast at 256 px, wins over OpenCV's MergeMertens), on
+the tuning half and the held-out half of real_brackets.split. A deeper tone keeps the scene's global
+contrast and costs MEF-SSIM where it pushes detail into black or white, which the headroom wins back
+(at some global contrast); the plain blend loses contrast wherever the frames' patches differ in it.
+The shipped settings are those with the best MEF-SSIM on the tuning half among the ones whose global
+contrast there is at least Mertens's.
 
 Results: bench/results/look_sweep.json.
 """
@@ -36,30 +37,47 @@ from fusecli.fuse import fuse_stack
 from fusecli.model import load_model
 from fusecli.stack import StackOptions, open_stack
 
-#: (name, the tone pyramid's smallest side, display_correction, structure power or None for the
-#: plain pyramid blend)
+#: (name, settings that differ from the shipped ones): "smallest" the tone pyramid's coarsest side,
+#: "correction" the display_correction, "power" the structure weights' power (None: the plain
+#: pyramid blend), "headroom" and "radius" the tone's headroom for detail and its smoothing radius.
 VARIANTS = [
-    ("as shipped", blend.TONE_SMALLEST, None, blend.STRUCTURE_POWER),
-    ("plain blend, 8 px", 8, None, None),
-    ("plain blend, 2 px", 2, None, None),
-    ("tone to 8 px", 8, None, blend.STRUCTURE_POWER),
-    ("tone to 4 px", 4, None, blend.STRUCTURE_POWER),
-    ("tone to 1 px", 1, None, blend.STRUCTURE_POWER),
-    ("no correction", blend.TONE_SMALLEST, 0.0, blend.STRUCTURE_POWER),
-    ("full correction", blend.TONE_SMALLEST, 1.0, blend.STRUCTURE_POWER),
-    ("structure power 4", blend.TONE_SMALLEST, None, 4.0),
+    ("as shipped", {}),
+    ("plain blend, 8 px", {"smallest": 8, "power": None}),
+    ("plain blend, 1 px", {"smallest": 1, "power": None}),
+    ("no headroom, tone to 2 px", {"headroom": 0.0, "smallest": 2}),
+    ("no headroom", {"headroom": 0.0}),
+    ("tone to 2 px", {"smallest": 2}),
+    ("tone to 4 px", {"smallest": 4}),
+    ("headroom 1.5", {"headroom": 1.5}),
+    ("headroom 2.5", {"headroom": 2.5}),
+    ("headroom 3", {"headroom": 3.0}),
+    ("radius 8", {"radius": 8}),
+    ("radius 24", {"radius": 24}),
+    ("radius 24, headroom 2.5", {"radius": 24, "headroom": 2.5}),
+    ("no correction", {"correction": 0.0}),
+    ("full correction", {"correction": 1.0}),
+    ("structure power 4", {"power": 4.0}),
 ]
+SHIPPED = {
+    "smallest": blend.TONE_SMALLEST,
+    "correction": None,
+    "power": blend.STRUCTURE_POWER,
+    "headroom": blend.HEADROOM,
+    "radius": blend.HEADROOM_RADIUS,
+}
 
 
-def _blend(smallest: int, power: float | None):
-    """The fusion's blend with the tone's pyramid down to ``smallest`` px and structure weights to
-    ``power`` (None: the plain pyramid blend to that depth)."""
+def _blend(smallest: int, power: float | None, headroom: float, radius: int, **_):
+    """The fusion's blend with the tone's pyramid down to ``smallest`` px, structure weights to
+    ``power`` (None: the plain pyramid blend to that depth) and the given headroom."""
 
     def blend_fn(frames: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         levels = blend.pyramid_levels(*frames.shape[-2:], smallest)
         if power is None:
             return blend.pyramid_blend(frames, weights, levels)
-        return blend.structure_blend(frames, weights, power=power, levels=levels)
+        return blend.structure_blend(
+            frames, weights, power=power, headroom=headroom, headroom_radius=radius, levels=levels
+        )
 
     return blend_fn
 
@@ -78,11 +96,14 @@ def main() -> None:
     shipped = fusion_model.structure_blend
     halves = split(shown)
     rows = {}
-    for name, smallest, correction, power in VARIANTS:
-        model = load_model()[0]
-        if correction is not None:
-            model.config = dataclasses.replace(model.config, display_correction=correction)
-        fusion_model.structure_blend = _blend(smallest, power)
+    model = load_model()[0]
+    shipped_config = model.config
+    for name, changes in VARIANTS:
+        settings = {**SHIPPED, **changes}
+        model.config = shipped_config
+        if settings["correction"] is not None:
+            model.config = dataclasses.replace(shipped_config, display_correction=settings["correction"])
+        fusion_model.structure_blend = _blend(**settings)
         scores = {}
         for stack in stacks:
             fused = display(fuse_stack(model, stack, torch.device("cpu"))[0], stack)
@@ -97,7 +118,7 @@ def main() -> None:
                 "stacks": len(names),
             }
         print(
-            f"{name:<18}"
+            f"{name:<26}"
             + "  ".join(
                 f"{p}: {r['mef_ssim']:.4f} / {r['global_contrast']:.3f} / {r['wins_over_mertens']}-{r['stacks']}"
                 for p, r in rows[name].items()
@@ -110,7 +131,7 @@ def main() -> None:
         }
         for part, names in halves.items()
     }
-    print(f"{'Mertens':<18}{mertens_rows}")
+    print(f"{'Mertens':<26}{mertens_rows}")
     common.record("look_sweep", {"variants": rows, "mertens": mertens_rows, "halves": halves})
 
 

@@ -108,12 +108,19 @@ def pyramid_blend(frames: torch.Tensor, weights: torch.Tensor, levels: int | Non
 #: The tone's pyramid runs down to a coarsest level of about this many pixels (shorter side): the
 #: low frequencies follow the weights over the whole picture, as in exposure fusion, so the scene's
 #: global contrast and key survive; chosen on the tuning half of the real brackets (docs/design.md).
-TONE_SMALLEST = 2
+TONE_SMALLEST = 1
 #: Patches of the structural blend: (2 r + 1)^2 pixels at the blend size, about the 11 x 11 window
 #: MEF-SSIM judges at 1024 px.
 STRUCTURE_RADIUS = 4
 #: Each frame's structure counts with its patch contrast to this power (SPD-MEF's weighting).
 STRUCTURE_POWER = 2.0
+#: A patch's tone keeps this many of its strongest frame's standard deviations (per channel) away
+#: from black and white, so its detail is not clipped there; chosen on the tuning half of the real
+#: brackets (docs/design.md).
+HEADROOM = 2.0
+#: The tone's shift for headroom is smoothed by two box filters of this radius (pixels at the blend
+#: size), several patches wide, so the shift adds no structure of its own inside a patch.
+HEADROOM_RADIUS = 16
 #: A structure every frame shares, one 8-bit step strong: flat patches count as consistent, so a
 #: patch without contrast in any frame keeps the tone (no division of rounding noise by zero).
 _STRUCTURE_EPS = 1.0 / 255.0
@@ -149,6 +156,8 @@ def structure_blend(
     *,
     radius: int = STRUCTURE_RADIUS,
     power: float = STRUCTURE_POWER,
+    headroom: float = HEADROOM,
+    headroom_radius: int = HEADROOM_RADIUS,
     levels: int | None = None,
 ) -> torch.Tensor:
     """Exposure fusion whose every patch keeps the strongest contrast the stack holds there (the
@@ -160,9 +169,15 @@ def structure_blend(
     frame weighted by a smooth per-pixel coefficient. A weighted mean of bands (the plain pyramid
     blend) loses contrast wherever the frames' patches differ in contrast; this keeps it.
 
+    Where that contrast would not fit on the tone (a textured facade lit to near white, a textured
+    shadow near black), the tone moves in until ``headroom`` standard deviations of the detail (per
+    channel) fit between 0 and 1 (to mid-grey at most), the shift smoothed over ``headroom_radius``
+    pixels: the blend keeps the detail the frames hold instead of clipping it (0 turns it off).
+
     frames (B, K, C, H, W) display-encoded [0, 1]; weights (B, K, 1 or C, H, W), >= 0, summing to 1
     over K -> (B, C, H, W), about [0, 1] (strong detail on a black or white tone may overshoot:
-    the caller clamps). K identical frames give that frame back, whatever the weights.
+    the caller clamps). K identical frames give that frame back, whatever the weights, where their
+    detail has that headroom.
     """
     if frames.ndim != 5 or weights.ndim != 5 or weights.shape[:2] != frames.shape[:2]:
         raise ValueError(
@@ -195,9 +210,21 @@ def structure_blend(
     norm2 = eps2 * g.sum(dim=1) ** 2
     for (i, j), cv in cov.items():
         norm2 = norm2 + (1.0 if i == j else 2.0) * g[:, i] * g[:, j] * cv
-    coef = contrast.amax(dim=1, keepdim=True) * g / norm2.clamp_min(1e-20).sqrt()[:, None]  # (B, K, h2, w2)
+    strongest = contrast.amax(dim=1, keepdim=True)  # (B, 1, h2, w2)
+    coef = strongest * g / norm2.clamp_min(1e-20).sqrt()[:, None]  # (B, K, h2, w2)
+    tone = box_mean(box_mean(area_down(tone.to(dtype), 2), r), r)  # (B, C, h2, w2) smoothed patch tone
+    if headroom > 0:
+        grey = tone.mean(dim=1, keepdim=True)
+        margin = (headroom / c**0.5) * strongest  # the detail's reach, per channel
+        # no further in than the frames that hold the detail have it (their structure weights'
+        # mean tone, smoothed as the tone is): one frame, or the same frame K times, comes back as it is
+        share = g * contrast
+        held = box_mean((share * mu.mean(dim=2)).sum(dim=1, keepdim=True) / share.sum(dim=1, keepdim=True), r)
+        fitted = torch.clamp(grey, torch.minimum(margin, held), torch.maximum(1.0 - margin, held))
+        reach = max(1, headroom_radius // 2)  # on the coarse grid
+        tone = tone + box_mean(box_mean(fitted - grey, reach), reach)
     # overlapping patches averaged: smoothed tone - smoothed sum_k coef_k mu_k + sum_k smoothed coef_k x_k
-    low = box_mean(box_mean(area_down(tone.to(dtype), 2), r), r) - box_mean((coef[:, :, None] * mu).sum(dim=1), r)
+    low = tone - box_mean((coef[:, :, None] * mu).sum(dim=1), r)
     coef = pyr_up(box_mean(coef, r), (h, w))
     out = pyr_up(low, (h, w)) + (coef[:, :, None] * x).sum(dim=1)
     return out.to(frames.dtype)

@@ -76,6 +76,9 @@ def test_box_mean_by_hand():
 def test_structure_blend_of_identical_frames_is_that_frame():
     x = torch.rand(1, 1, 3, 40, 50, dtype=torch.float64).expand(1, 3, 3, 40, 50).contiguous()
     w = torch.softmax(torch.randn(1, 3, 1, 40, 50, dtype=torch.float64), dim=1)
+    assert torch.allclose(structure_blend(x, w, headroom=0.0), x[:, 0], atol=1e-12)
+    # with the headroom: the same wherever the detail fits (0.5 +- 0.1 is 0.06 std, 0.12 from the middle)
+    x = 0.4 + 0.2 * x
     assert torch.allclose(structure_blend(x, w), x[:, 0], atol=1e-12)
 
 
@@ -105,6 +108,22 @@ def test_structure_blend_of_two_textures_takes_the_stronger():
     weights = torch.tensor([0.9, 0.1], dtype=torch.float64).view(1, 2, 1, 1, 1).expand(1, 2, 1, h, w)
     kept = structure_blend(frames, weights)[0, 0, 10:30, 10:46]
     assert kept.std() == pytest.approx(0.08, rel=0.02) and kept.mean() == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("flat, tone", [(1.0, 0.9), (0.0, 0.1)])
+def test_structure_blend_gives_detail_headroom(flat, tone):
+    """All the weight on a clipped frame (flat white, or flat black) and none on a frame holding a
+    texture of std 0.05: the texture is kept, and the tone moves in from white (or black) by
+    HEADROOM = 2 of its standard deviations, 0.1, so none of it clips; without headroom, half of it
+    would fall outside [0, 1]."""
+    h, w = 40, 56
+    frames = torch.stack([torch.full((3, h, w), flat, dtype=torch.float64), _checker(h, w, 0.05).expand(3, h, w)])
+    weights = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 2, 1, 1, 1).expand(1, 2, 1, h, w)
+    kept = structure_blend(frames[None], weights)[0, :, 10:30, 10:46]
+    assert kept.mean() == pytest.approx(tone, abs=1e-3) and kept.std() == pytest.approx(0.05, rel=0.02)
+    assert 0.0 < kept.min() and kept.max() < 1.0
+    bare = structure_blend(frames[None], weights, headroom=0.0)[0, :, 10:30, 10:46]
+    assert bare.mean() == pytest.approx(flat, abs=1e-3)
 
 
 def test_quality_measures_by_hand():
