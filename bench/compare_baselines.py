@@ -10,8 +10,10 @@ frames, camera tone curves, JPEG, ratio errors; label tone-mapped at the normal 
 method is scored as `fusecli eval` scores it (fusecli.evaluate): PSNR and SSIM of the
 display-referred images against the label developed the same way (display_psnr, display_ssim),
 in the stack's own domain where the method gives one (psnr, ssim), and MEF-SSIM. Methods: the model,
-OpenCV's MergeMertens and enfuse as their users run them (developed 8-bit / 16-bit frames), the best
-single exposure, and any --pred folder (another tool's or model's outputs).
+"prior" (the same network untrained: its correction is zero, so it is exposure fusion's hand-made
+weights through the same blend; what the learned correction adds is the difference), OpenCV's
+MergeMertens and enfuse as their users run them (developed 8-bit / 16-bit frames), the best single
+exposure, and any --pred folder (another tool's or model's outputs).
 
 Results: bench/results/baselines.json.
 """
@@ -27,7 +29,7 @@ import torch
 from fusecli.discover import discover
 from fusecli.evaluate import EvalOptions, evaluate_sources, method_names
 from fusecli.losses import LossConfig
-from fusecli.model import load_model
+from fusecli.model import FuseNet, load_model
 from fusecli.stack import StackOptions
 from fusecli.synth import DisplayConfig, SynthConfig, synthesise
 
@@ -71,10 +73,16 @@ def main() -> None:
     loss = LossConfig.from_dict(sidecar.get("loss", {}))
     options = EvalOptions(("model", "mertens", "enfuse", "single"), tuple(a.pred), StackOptions(align="none"))
     names = method_names(options)
+    names.insert(1, "prior")
+    prior = FuseNet(model.config).eval()  # output layers start at zero: no correction
     table = {}
     for kind in ("raw", "display3", "display5"):
         sources = discover([a.stacks / kind])
         rows = evaluate_sources(sources, model, torch.device("cpu"), loss_config=loss, options=options)
+        prior_rows = evaluate_sources(
+            sources, prior, torch.device("cpu"), loss_config=loss, options=EvalOptions(("model",), (), options.stack)
+        )
+        rows += [{**r, "method": "prior"} for r in prior_rows]
         table[kind] = {"stacks": len(sources)}
         print(f"\n{kind}: {len(sources)} held-out labelled stacks, mean over stacks")
         print(f"{'method':<14}" + "".join(f"{k:>14}" for k in KEYS))
@@ -104,6 +112,11 @@ def main() -> None:
                 f"MEF-SSIM on {shown['stacks']} held-out 3-frame display-referred stacks: model (Mertens)",
                 f"{shown['model']['mef_ssim']:.4f} ({shown['mertens']['mef_ssim']:.4f})",
                 "",
+            ),
+            common.headline(
+                f"display PSNR on {raw['stacks']} held-out packed-RAW stacks: model (its untrained prior)",
+                f"{raw['model']['display_psnr']:.2f} ({raw['prior']['display_psnr']:.2f})",
+                "dB",
             ),
         ],
     )
