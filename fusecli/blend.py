@@ -171,8 +171,9 @@ def structure_blend(
 
     Where that contrast would not fit on the tone (a textured facade lit to near white, a textured
     shadow near black), the tone moves in until ``headroom`` standard deviations of the detail (per
-    channel) fit between 0 and 1 (to mid-grey at most), the shift smoothed over ``headroom_radius``
-    pixels: the blend keeps the detail the frames hold instead of clipping it (0 turns it off).
+    channel) fit between 0 and 1, but not past the tone of the frames that hold the detail, the
+    shift smoothed over ``headroom_radius`` pixels: the blend keeps the detail the frames hold
+    instead of clipping it (0 turns it off).
 
     frames (B, K, C, H, W) display-encoded [0, 1]; weights (B, K, 1 or C, H, W), >= 0, summing to 1
     over K -> (B, C, H, W), about [0, 1] (strong detail on a black or white tone may overshoot:
