@@ -163,7 +163,8 @@ def structure_blend(
     """Exposure fusion whose every patch keeps the strongest contrast the stack holds there (the
     structural patch decomposition of Ma, Li, Yong, Wang, Zeng, Zhang 2017, "SPD-MEF"): a patch is
     its mean plus contrast times structure. The mean (tone) is the :func:`pyramid_blend` of the
-    frames with ``weights``, down to a coarsest level of ~TONE_SMALLEST px; the structure is the
+    frames with ``weights`` (of ``levels`` at full size, run from half size: only patch means of
+    it count), down to a coarsest level of ~TONE_SMALLEST px; the structure is the
     frames' structures weighted by their contrast ** ``power``, at the largest contrast among the
     frames. Overlapping patches are averaged, which makes the result the smoothed tone plus each
     frame weighted by a smooth per-pixel coefficient. A weighted mean of bands (the plain pyramid
@@ -186,7 +187,6 @@ def structure_blend(
             f"{tuple(weights.shape)}"
         )
     b, k, c, h, w = frames.shape
-    tone = pyramid_blend(frames, weights, levels or pyramid_levels(h, w, TONE_SMALLEST))
     dtype = torch.promote_types(frames.dtype, torch.float32)  # patch (co)variances lose too much in half
     x = frames.to(dtype)
     # Patch statistics on a grid twice coarser, with half the radius (the same patches, a quarter
@@ -197,9 +197,14 @@ def structure_blend(
         """(B, M, H, W) -> the patch means of t on the coarse grid (B, M, ceil(H/2), ceil(W/2))."""
         return box_mean(area_down(t, 2), r)
 
-    mu = stat(x.flatten(1, 2))  # (B, K*C, h2, w2) patch means
-    h2, w2 = mu.shape[-2:]
-    mu = mu.view(b, k, c, h2, w2)
+    coarse = area_down(x.flatten(1, 2), 2)  # (B, K*C, h2, w2)
+    h2, w2 = coarse.shape[-2:]
+    # the tone is only used smoothed over patches: its pyramid starts on the coarse grid
+    levels = max(1, (levels or pyramid_levels(h, w, TONE_SMALLEST)) - 1)
+    tone = pyramid_blend(
+        coarse.view(b, k, c, h2, w2), area_down(weights.flatten(1, 2).to(dtype), 2).view(b, k, -1, h2, w2), levels
+    )
+    mu = box_mean(coarse, r).view(b, k, c, h2, w2)  # patch means
     # second moments summed over channels: one map per pair of frames, not per pair and channel
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
     moments = stat(torch.stack([(x[:, i] * x[:, j]).sum(dim=1) for i, j in pairs], dim=1))
@@ -213,7 +218,7 @@ def structure_blend(
         norm2 = norm2 + (1.0 if i == j else 2.0) * g[:, i] * g[:, j] * cv
     strongest = contrast.amax(dim=1, keepdim=True)  # (B, 1, h2, w2)
     coef = strongest * g / norm2.clamp_min(1e-20).sqrt()[:, None]  # (B, K, h2, w2)
-    tone = box_mean(box_mean(area_down(tone.to(dtype), 2), r), r)  # (B, C, h2, w2) smoothed patch tone
+    tone = box_mean(box_mean(tone, r), r)  # (B, C, h2, w2) smoothed patch tone
     if headroom > 0:
         grey = tone.mean(dim=1, keepdim=True)
         margin = (headroom / c**0.5) * strongest  # the detail's reach, per channel
