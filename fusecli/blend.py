@@ -192,12 +192,7 @@ def structure_blend(
     # Patch statistics on a grid twice coarser, with half the radius (the same patches, a quarter
     # of the cost): every map they make is smooth, and is upsampled for the final sum.
     r = max(1, radius // 2)
-
-    def stat(t: torch.Tensor) -> torch.Tensor:
-        """(B, M, H, W) -> the patch means of t on the coarse grid (B, M, ceil(H/2), ceil(W/2))."""
-        return box_mean(area_down(t, 2), r)
-
-    coarse = area_down(x.flatten(1, 2), 2)  # (B, K*C, h2, w2)
+    coarse = area_down(x.flatten(1, 2), 2)  # (B, K*C, h2, w2), h2 = ceil(H/2), w2 = ceil(W/2)
     h2, w2 = coarse.shape[-2:]
     # the tone is only used smoothed over patches: its pyramid starts on the coarse grid
     levels = max(1, (levels or pyramid_levels(h, w, TONE_SMALLEST)) - 1)
@@ -207,7 +202,7 @@ def structure_blend(
     mu = box_mean(coarse, r).view(b, k, c, h2, w2)  # patch means
     # second moments summed over channels: one map per pair of frames, not per pair and channel
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
-    moments = stat(torch.stack([(x[:, i] * x[:, j]).sum(dim=1) for i, j in pairs], dim=1))
+    moments = box_mean(area_down(torch.stack([(x[:, i] * x[:, j]).sum(dim=1) for i, j in pairs], dim=1), 2), r)
     cov = {pair: moments[:, n] - (mu[:, pair[0]] * mu[:, pair[1]]).sum(dim=1) for n, pair in enumerate(pairs)}
     eps2 = _STRUCTURE_EPS**2
     contrast = torch.stack([(cov[i, i].clamp_min(0.0) + eps2).sqrt() for i in range(k)], dim=1)  # (B, K, h2, w2)

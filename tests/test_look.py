@@ -3,9 +3,9 @@ fusion, scored as bench/real_brackets.py scores them (docs/evaluation.md)."""
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fusecli.baselines import mertens_display
+from fusecli.blend import box_mean
 from fusecli.develop import display
 from fusecli.discover import discover
 from fusecli.evaluate import contrast_display, mef_scorer, mef_ssim_display
@@ -43,6 +43,5 @@ def _luma(image: np.ndarray) -> np.ndarray:
 def _local_std(image: np.ndarray) -> np.ndarray:
     """Standard deviation of the luma over the 9 x 9 window around each pixel."""
     g = torch.from_numpy(_luma(image))[None, None]
-    mean = F.avg_pool2d(g, 9, stride=1, padding=4, count_include_pad=False)
-    square = F.avg_pool2d(g * g, 9, stride=1, padding=4, count_include_pad=False)
+    mean, square = box_mean(g, 4), box_mean(g * g, 4)
     return (square - mean * mean).clamp_min(0).sqrt()[0, 0].numpy()
